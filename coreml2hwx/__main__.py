@@ -1,0 +1,3 @@
+from coreml2hwx.cli import main
+
+raise SystemExit(main())
