@@ -143,3 +143,21 @@ def task_from_json(td: dict, gen: Generation) -> Task:
         record.values = [words[a] for a in record.addresses()]
         task.records.append(record)
     return task
+
+
+def program_from_json(case: dict, gen: Generation) -> Program:
+    """An oracle-shaped JSON object back into a Program (constants are known only by their hash,
+    so they stay empty; tensors come from `tensor_descriptors`, named by role and order)."""
+    from coreml2hwx.program import Tensor
+
+    tensors, counts = [], {1: 0, 2: 0}
+    for desc in case.get("tensor_descriptors", []):
+        role = "input" if desc["binding"] == 1 else "output"
+        name = desc.get("name") or f"{role}{counts[desc['binding']]}"
+        counts[desc["binding"]] += 1
+        tensors.append(Tensor(name, role, tuple(desc["shape"]), tuple(desc["strides"]),
+                              total_bytes=desc.get("total_bytes")))
+    tasks = [task_from_json(td, gen) for td in case["task_descriptors"]]
+    if tasks:
+        gen.layout(tasks)
+    return Program(gen.name, tasks, b"", tensors, name=case.get("case", "net"))

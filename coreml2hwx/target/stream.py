@@ -112,21 +112,22 @@ class ChainedFormat:
         if pos > end:
             raise ProgramFormatError(f"declared task size {size_words} words is smaller than its "
                                      "header", file=file, offset=base_offset + offset)
-        records = []
-        while pos < end:
-            (word,) = struct.unpack_from("<I", data, pos)
+        body = words_of(data, pos, (end - pos) // 4, file)
+        records, i = [], 0
+        while i < len(body):
+            word = body[i]
             if word == 0:
                 if size_words is None:
                     break
                 raise ProgramFormatError("zero word where a record header is expected",
-                                         file=file, offset=base_offset + pos)
+                                         file=file, offset=base_offset + pos + 4 * i)
             count = (word >> 26) + 1
-            if pos + 4 + 4 * count > end:
+            if i + 1 + count > len(body):
                 raise ProgramFormatError(f"record {word:#010x} ({count} words) overruns its task "
                                          f"(task ends at {base_offset + end:#x})", file=file,
-                                         offset=base_offset + pos)
-            records.append(Record(word & 0x3FFFFFF, words_of(data, pos + 4, count, file)))
-            pos += 4 + 4 * count
+                                         offset=base_offset + pos + 4 * i)
+            records.append(Record(word & 0x3FFFFFF, body[i + 1:i + 1 + count]))
+            i += 1 + count
         return Task(header=header, records=records, offset=offset, extension=extension)
 
     # -- encoding ---------------------------------------------------------------------------
