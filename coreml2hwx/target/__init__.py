@@ -20,11 +20,12 @@ from coreml2hwx.target.stream import ChainedFormat, FramedFormat
 
 # H13: 10-word header; NextSize in word 1, NextPointer word 7, EON word 0; extension word when
 # header[9] & 3 == 3 (jsw-td); tasks laid out at 256-byte multiples (h13 census §1.1).
-H13_STREAM = ChainedFormat(header_words=10, task_align=256, next_size_word=1, next_pointer_word=7,
-                           eon_word=0, extension_word=9, extension_mask=3)
-# H11: 7-word header (+1 DTID word when word 4 bit 24 is set), tasks at a 0x200 stride (anetools [C]).
-H11_STREAM = ChainedFormat(header_words=7, task_align=0x200, next_size_word=1, next_pointer_word=6,
-                           eon_word=0, extension_word=4, extension_mask=1 << 24)
+H13_STREAM = ChainedFormat(header_words=10, task_align=256, next_size_word=1, next_size_mask=0x1FF,
+                           next_pointer_word=7, eon_word=0, extension_word=9, extension_mask=3)
+# H11: 7-word header (+1 DTID word when word 4 bit 24 is set), NextSize[23:16] in word 1,
+# NextPointer in word 5, tasks at a 0x200 stride (anetools [C]).
+H11_STREAM = ChainedFormat(header_words=7, task_align=0x200, next_size_word=1, next_size_mask=0xFF,
+                           next_pointer_word=5, eon_word=0, extension_word=4, extension_mask=1 << 24)
 H14_STREAM = FramedFormat(header_words=8)
 # H16+: fdt-guide/fdt-py read a 9-word header [C]; unverified against any Apple data here.
 H16_STREAM = FramedFormat(header_words=9)

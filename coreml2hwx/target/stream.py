@@ -50,7 +50,8 @@ class ChainedFormat:
 
     header_words: int
     task_align: int
-    next_size_word: int  # header word holding NextSize[24:16]
+    next_size_word: int  # header word holding NextSize at bits 16 and up
+    next_size_mask: int  # NextSize's mask once shifted down (H13 9 bits, H11 8 bits)
     next_pointer_word: int  # header word holding NextPointer
     eon_word: int  # header word holding EON (bit 25)
     extension_word: int
@@ -92,7 +93,7 @@ class ChainedFormat:
                 raise ProgramFormatError(f"NextPointer {next_pointer:#x} points past the end of the "
                                          f"{len(data):#x}-byte task stream", file=file,
                                          offset=base_offset + offset + 4 * self.next_pointer_word)
-            size = (header[self.next_size_word] >> 16 & 0x1FF) + 1
+            size = (header[self.next_size_word] >> 16 & self.next_size_mask) + 1
             offset = next_pointer
         return tasks
 
@@ -162,7 +163,7 @@ class ChainedFormat:
         for task, nxt in zip(tasks, tasks[1:] + [None]):
             ns, np_ = self.next_size_word, self.next_pointer_word
             size_field = 0 if nxt is None else nxt.size_words - 1
-            task.header[ns] = task.header[ns] & ~(0x1FF << 16) | size_field << 16
+            task.header[ns] = task.header[ns] & ~(self.next_size_mask << 16) | size_field << 16
             task.header[np_] = 0 if nxt is None else nxt.offset
 
 

@@ -113,3 +113,38 @@ def test_bad_streams_name_the_offset():
         gen.decode_stream(bytes(overrun), first_task_words=tasks[0].size_words, task_count=2)
     with pytest.raises(ProgramFormatError, match="declares 3"):
         gen.decode_stream(bytes(data), first_task_words=tasks[0].size_words, task_count=3)
+
+
+def _fuzz_source(kind, shared):
+    if kind == "h13":  # eiln softmax: 5 tasks as Apple's old compiler wrote them
+        data = (shared / EILN_CSV).parent.joinpath("kernels", "activation", "softmax.bin").read_bytes()
+        return generation("h13"), data
+    # No raw H14 stream is stored; the layer_norm oracle's 3 tasks are re-encoded from Apple's words.
+    case, gen, tasks = oracle_tasks(shared / "oracles/h14/layer_norm_1x512x1x1.json")
+    gen.layout(tasks)
+    return gen, gen.encode_stream(tasks)
+
+
+@pytest.mark.parametrize("kind", ["h13", "h14"])
+def test_fuzzed_streams_fail_with_one_clear_error(kind, shared):
+    """Mutated and truncated copies of a real stream: decoding either succeeds or raises
+    ProgramFormatError naming an offset, never another exception or a hang."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    gen, data = _fuzz_source(kind, shared)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(st.integers(0, len(data) - 1), st.integers(0, 255)), max_size=8),
+           st.integers(1, len(data)), st.sampled_from([None, 157, 3, 600]),
+           st.sampled_from([None, 1, 5]))
+    def check(edits, length, first_words, count):
+        mutated = bytearray(data)
+        for pos, value in edits:
+            mutated[pos] = value
+        try:
+            gen.decode_stream(bytes(mutated[:length]), first_task_words=first_words,
+                              task_count=count)
+        except ProgramFormatError as err:
+            assert "offset 0x" in str(err)
+
+    check()

@@ -1,0 +1,71 @@
+"""Element-wise binary ops on the planar engine (PE).
+
+Two runtime operands of one shape compile to a single PE task that fetches both by DMA
+(`binary_{add,sub,mul,maximum,minimum}_*`, `env_bcast_*_runtime_<same shape>`): PE.Cfg selects the
+operation (census §6.3: add 0x80000, mul 0x80004, max 0x80008, min 0x8000C, sub 0xC0000, + bit 5
+for a fused relu), BiasScale holds Scale 1, PreScale 1, FinalScale 1.0.  A batch N > 1 becomes
+N groups (`env_bcast_add_{2,8}x…`: GroupConvCfg.NumGroups = N).
+"""
+
+from __future__ import annotations
+
+import math
+
+from coreml2hwx.target.h13 import l2, spec as S
+from coreml2hwx.target.h13.spec import TaskSpec
+
+PE_OPS = {  # PE.Cfg fields per MIL op (census §6.3 notes)
+    "add": dict(OpMode=0, SecSrc=2),
+    "mul": dict(OpMode=1, SecSrc=2),
+    "maximum": dict(OpMode=2, SecSrc=2),
+    "minimum": dict(OpMode=3, SecSrc=2),
+    "sub": dict(OpMode=0, SecSrc=3),
+}
+PE_BINARY = "binary"  # Common.Cfg Bits6_4 by PE task type (ane-facts §2.7.1 table)
+PE_TASK_TYPE = {"unary": 2, "binary": 3, "scale_bias": 4, "reduce": 5}
+
+
+def log2_width_code(width: int) -> int:
+    """Common 0x2C bits 3:0 on PE tasks: clamp(ceil(log2 W), 4, 9) (census, 41/41)."""
+    return min(max(math.ceil(math.log2(width)) if width > 1 else 0, 4), 9)
+
+
+def log2_tile_code(tile_height: int) -> int:
+    """Common 0x2C bits 7:4: log2(TileHeight) for a power of two, 0 otherwise (35/41 + 2)."""
+    return tile_height.bit_length() - 1 if tile_height & (tile_height - 1) == 0 else 0
+
+
+def pe_common(spec: TaskSpec, *, task_type: str, width: int, tile_height: int):
+    spec.set("common.TileCfg", TileHeight=tile_height)
+    spec.set("common.Unk2C", Log2Width=log2_width_code(width),
+             Log2TileHeight=log2_tile_code(tile_height))
+    spec.set("common.Cfg", Bits6_4=PE_TASK_TYPE[task_type])
+
+
+def pe_arith(spec: TaskSpec, op_fields: dict, *, scale=1.0, bias=0.0, prescale=1.0, final=1.0):
+    spec.set("pe.Cfg", **op_fields)
+    spec.set("pe.BiasScale", Scale=scale, Bias=bias)
+    spec.set("pe.PreScale", PreScale=prescale)
+    spec.set("pe.FinalScale", FinalScale=final)
+
+
+def binary_same_shape(ctx, op, relu=False) -> TaskSpec:
+    """x (op) z with both operands DRAM inputs of the output's shape: one PE task."""
+    x, z = (ctx.surface(name) for name in op.inputs)
+    y = ctx.surface(op.outputs[0])
+    n, c, h, w = y.shape
+    spec = TaskSpec(op.name, "pe")
+    S.dims(spec, c, h, w, c, h, w)
+    S.conv_cfg(spec)
+    S.group_cfg(spec, groups=n)
+    pe_common(spec, task_type=PE_BINARY, width=w, tile_height=h)
+    pe_arith(spec, dict(PE_OPS[op.type], ReluEn=int(relu)))
+    S.dram_source(spec, x)
+    S.dram_source2(spec, z)
+    S.dram_dest(spec, y)
+    row = l2.source(spec, base=0, channels=c, width=w, row_pad=0x20)
+    src2 = -(-h * row // 0x40) * 0x40
+    row2 = l2.source2(spec, base=src2, channels=c, width=w, row_pad=0x20)
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=src2 + h * row2)
+    return spec
