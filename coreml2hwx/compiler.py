@@ -1,0 +1,244 @@
+"""The whole-model compile: model file -> IR -> passes -> placement -> segments -> programs.
+
+    compiled = compile_model("MobileNetV2.mlmodel", target="h13")
+    write_outputs(compiled, "/tmp/hwx_output/MobileNetV2", formats=("hwx",), debug=True)
+
+Placement asks the target's own lowering whether it can compile each op (so what the report says
+and what the compiler does can never disagree): an op the target refuses runs on the host, with
+the refusal as its reason.  Consecutive ops of one placement form a segment; each ANE segment
+becomes one program, host segments are evaluated by the reference evaluator (`coreml2hwx run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coreml2hwx.errors import Coreml2hwxError, UnsupportedError
+from coreml2hwx.ir.graph import Graph, Op
+from coreml2hwx.program import Program
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Placement:
+    device: str  # "ane" or "host"
+    reason: str  # why (for host: the rule the target refused; for ane: what it lowers to)
+    tasks: int = 0  # tasks the op takes alone (ane)
+
+
+@dataclass
+class Segment:
+    index: int
+    device: str
+    ops: list[Op]
+    inputs: list[str]
+    outputs: list[str]
+    program: Program | None = None
+
+    @property
+    def name(self) -> str:
+        return f"segment{self.index}"
+
+
+@dataclass
+class Compiled:
+    model: Path
+    target: str
+    graph_before: Graph
+    graph: Graph
+    placement: dict[str, Placement]
+    segments: list[Segment]
+    log: list[str] = field(default_factory=list)
+
+
+def lowering(target: str):
+    """The target's lowering module: `lower(graph) -> Program` (raises UnsupportedError)."""
+    try:
+        return importlib.import_module(f"coreml2hwx.target.{target}")
+    except ModuleNotFoundError:
+        raise UnsupportedError(f"no code generator for target {target!r} yet") from None
+
+
+def subgraph(graph: Graph, ops: list[Op], name: str) -> Graph:
+    """A graph of `ops` alone: what they read from outside becomes inputs (constants stay
+    constants), what the rest of `graph` reads from them becomes outputs."""
+    sub = Graph(name, source=graph.source)
+    produced = {out for op in ops for out in op.outputs}
+    for op in ops:
+        for tensor in op.inputs:
+            if tensor in sub.tensors:
+                continue
+            info = graph.tensors[tensor]
+            if graph.is_constant(tensor):
+                sub.add_constant(tensor, graph.constants[tensor], info.dtype)
+            elif tensor not in produced:
+                sub.add_input(tensor, info.shape, info.dtype)
+        sub.ops.append(op)
+        for out in op.outputs:
+            sub.tensors[out] = graph.tensors[out]
+    inside = {id(op) for op in ops}
+    read_outside = {t for op in graph.ops if id(op) not in inside for t in op.inputs}
+    sub.set_outputs([t for op in ops for t in op.outputs
+                     if t in read_outside or t in graph.output_names])
+    return sub
+
+
+def place(graph: Graph, target: str) -> dict[str, Placement]:
+    lower = lowering(target).lower
+    placement = {}
+    for op in graph.ops:
+        try:
+            program = lower(subgraph(graph, [op], op.name))
+        except UnsupportedError as err:
+            placement[op.name] = Placement("host", err.message)
+        else:
+            placement[op.name] = Placement("ane", f"{len(program.tasks)} task(s)",
+                                           len(program.tasks))
+    return placement
+
+
+def segments_of(graph: Graph, placement: dict[str, Placement]) -> list[Segment]:
+    runs: list[list[Op]] = []
+    for op in graph.ops:
+        if runs and placement[runs[-1][0].name].device == placement[op.name].device:
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    out = []
+    for i, ops in enumerate(runs):
+        sub = subgraph(graph, ops, f"segment{i}")
+        out.append(Segment(i, placement[ops[0].name].device, ops, sub.input_names,
+                           sub.output_names))
+    return out
+
+
+def compile_model(path, target: str = "h13", *, strict: bool = False, progress=None) -> Compiled:
+    from coreml2hwx import frontend, passes
+
+    path = Path(path)
+    log = []
+    t0 = time.perf_counter()
+    graph_before = frontend.load(path)
+    graph = frontend.load(path)  # a second copy: passes rewrite it in place
+    log.append(f"loaded {path.name}: {len(graph.ops)} ops ({time.perf_counter() - t0:.3f} s)")
+    for name, note in passes.run_pipeline(graph):
+        log.append(f"pass {name}: {note or 'no change'}")
+    placement = place(graph, target)
+    host = [op for op in graph.ops if placement[op.name].device == "host"]
+    if strict and host:
+        reasons = "; ".join(f"{op.name} ({op.type}): {placement[op.name].reason}" for op in host)
+        raise UnsupportedError(f"{len(host)} layer(s) cannot run on the {target} ANE: {reasons}",
+                               file=path)
+    segments = segments_of(graph, placement)
+    mod = lowering(target)
+    for seg in segments:
+        if progress:
+            progress(seg.index, len(segments))
+        if seg.device == "ane":
+            try:
+                seg.program = mod.lower(subgraph(graph, seg.ops, seg.name))
+            except Coreml2hwxError as err:
+                raise err.with_file(path)
+    log.append(f"{len(segments)} segment(s): "
+               + ", ".join(f"{s.name} {s.device} ({len(s.ops)} ops)" for s in segments))
+    log.append(f"compiled in {time.perf_counter() - t0:.3f} s")
+    return Compiled(path, target, graph_before, graph, placement, segments, log)
+
+
+def program_file(compiled: Compiled, seg: Segment, ext: str) -> str:
+    """`model.hwx` when one ANE segment is the whole model (the original tool's name)."""
+    if len(compiled.segments) == 1:
+        return f"model.{ext}"
+    return f"{seg.name}.{ext}"
+
+
+def manifest(compiled: Compiled, formats) -> dict:
+    graph = compiled.graph
+    data = compiled.model.read_bytes() if compiled.model.is_file() else b""
+    return {
+        "model": str(compiled.model),
+        "model_sha256": hashlib.sha256(data).hexdigest() if data else None,
+        "target": compiled.target,
+        "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in graph.inputs],
+        "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype}
+                    for t in graph.outputs],
+        "segments": [{
+            "index": s.index, "device": s.device, "inputs": s.inputs, "outputs": s.outputs,
+            "ops": [op.name for op in s.ops],
+            "programs": ({ext: program_file(compiled, s, ext) for ext in formats}
+                         if s.device == "ane" else {}),
+            "tasks": len(s.program.tasks) if s.program else 0,
+        } for s in compiled.segments],
+    }
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_outputs(compiled: Compiled, formats=("hwx",), debug=False) -> dict[str, bytes]:
+    """Every output file name -> its bytes (built fully in memory before anything is written)."""
+    from coreml2hwx import hwx
+
+    files: dict[str, bytes] = {}
+    for seg in compiled.segments:
+        if seg.device != "ane":
+            continue
+        if "hwx" in formats:
+            files[program_file(compiled, seg, "hwx")] = hwx.write_hwx(seg.program)
+        if "anec" in formats:
+            files[program_file(compiled, seg, "anec")] = hwx.write_anec(seg.program)
+    files[MANIFEST] = (json.dumps(manifest(compiled, formats), indent=2) + "\n").encode()
+    if debug:
+        files.update(debug_files(compiled))
+    return files
+
+
+def debug_files(compiled: Compiled) -> dict[str, bytes]:
+    from coreml2hwx import ir
+    from coreml2hwx.report.listing import program_listing
+    from coreml2hwx.report.placement import placement_text
+    from coreml2hwx.target import generation
+
+    gen = generation(compiled.target)
+    files = {
+        "debug/ir_before.txt": ir.dump_text(compiled.graph_before).encode(),
+        "debug/ir_before.dot": ir.dump_dot(compiled.graph_before).encode(),
+        "debug/ir_after.txt": ir.dump_text(compiled.graph).encode(),
+        "debug/ir_after.dot": ir.dump_dot(compiled.graph).encode(),
+        "debug/ir_after.json": ir.dump_json(compiled.graph).encode(),
+        "debug/placement.txt": placement_text(compiled).encode(),
+        "debug/compile.log": ("\n".join(compiled.log) + "\n").encode(),
+    }
+    for seg in compiled.segments:
+        if seg.program is not None:
+            files[f"debug/{seg.name}.listing.txt"] = program_listing(
+                seg.program, gen, title=seg.name).encode()
+    return files
+
+
+def write_outputs(compiled: Compiled, out_dir, formats=("hwx",), debug=False) -> list[Path]:
+    out_dir = Path(out_dir)
+    files = render_outputs(compiled, formats, debug)
+    written = []
+    for name, data in files.items():
+        atomic_write(out_dir / name, data)
+        written.append(out_dir / name)
+    return written
