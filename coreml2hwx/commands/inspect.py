@@ -10,14 +10,16 @@ from coreml2hwx.errors import ProgramFormatError, UsageError
 
 def add_arguments(parser):
     parser.add_argument("file", help=".hwx, .anec, raw task stream (with --raw), or oracle .json")
+    parser.add_argument("other", nargs="?", help="with --diff: the program to compare FILE with")
     parser.add_argument("--json", action="store_true",
                         help="print JSON in the shape of the oracle files in ../shared/oracles")
     parser.add_argument("--raw", action="store_true", help="FILE is a bare task stream")
     parser.add_argument("--target", default=None, help="generation of a raw stream (h13, h14, ...)")
     parser.add_argument("--state", action="store_true",
                         help="also show the full register state each task runs with")
-    parser.add_argument("--diff", metavar="OTHER",
-                        help="show register-level differences from FILE to OTHER (exit 1 if any)")
+    parser.add_argument("--diff", action="store_true",
+                        help="inspect --diff A B: register-level differences from A to B "
+                             "(exit 1 if any)")
 
 
 def load(path, *, raw_target=None):
@@ -48,10 +50,12 @@ def run(args):
         raise UsageError("--raw needs --target (h11, h13, h14, ...)")
     raw_target = args.target if args.raw else None
     program, gen, descriptor = load(args.file, raw_target=raw_target)
+    if args.diff != bool(args.other):
+        raise UsageError("compare two programs with: inspect --diff A B")
     if args.diff:
         from coreml2hwx.report.diff import program_diffs
 
-        other, _, _ = load(args.diff, raw_target=raw_target)
+        other, _, _ = load(args.other, raw_target=raw_target)
         lines = program_diffs(program, other, gen, states=args.state)
         print("\n".join(lines) if lines else "no differences")
         return 1 if lines else 0
