@@ -15,16 +15,23 @@ def _reader(gen, task, state):
     words = task.header + task.extension
 
     def reg(path):
-        """A field by `block.Register.Field`, or by `block.Register` for its first named field."""
-        if path.count(".") == 1:
-            block, name = path.split(".")
-            register = regs.block(block).register(name)
-            named = [f for f in register.fields if f.grade != "-"]
-            path = f"{path}.{named[0].name}"
-        return regs.get(state, path, default=None)
+        """A field by `block.Register.Field`, or by `block.Register` for its first named field;
+        None when this generation's map has no such field or the task never set it."""
+        try:
+            if path.count(".") == 1:
+                block, name = path.split(".")
+                register = regs.block(block).register(name)
+                named = [f for f in register.fields if f.grade != "-"]
+                path = f"{path}.{named[0].name}"
+            return regs.get(state, path, default=None)
+        except UnsupportedError:
+            return None
 
     def hdr(name):
-        return header.get(words, name)
+        try:
+            return header.get(words, name)
+        except UnsupportedError:
+            return None
 
     return reg, hdr
 
@@ -88,6 +95,28 @@ def _pe_op(reg):
     return text + (f" ({', '.join(extras)})" if extras else "")
 
 
+def _tagged_slots(gen, task):
+    """H14+: the BAR slot of each buffer-address record (dense-record tag 0x100 + 4 x slot,
+    h14-register-census §3), by the block it writes."""
+    slots = {}
+    for rec in task.records:
+        if rec.mask is None and rec.tag >> 8 == 1:
+            found = gen.maps.REGISTERS.lookup(rec.address)
+            if found:
+                slots.setdefault(found[0].name, []).append((rec.tag & 0xFF) // 4)
+    return slots
+
+
+def _buffers_tagged(slots):
+    reads = slots.get("tile_dma_src", [])
+    parts = [("reads slot " + " and slot ".join(map(str, reads))) if reads else "reads L2"]
+    writes = slots.get("tile_dma_dst", [])
+    parts.append(f"writes slot {writes[0]}" if writes else "result stays in L2")
+    if slots.get("kernel_dma_src"):
+        parts.append(f"coefficients from slot {slots['kernel_dma_src'][0]}")
+    return ", ".join(parts)
+
+
 def _buffers(reg, hdr):
     parts = []
     if hdr("RBE0"):
@@ -114,15 +143,20 @@ def _strides(reg, hdr):
 
 
 def describe(gen, task, state) -> list[str]:
-    """Plain-words lines for one task (H13 register names)."""
-    if gen.name != "h13":
-        raise UnsupportedError(f"plain-words summary is written for h13 registers only")
+    """Plain-words lines for one task, from the H13 register names (which H14 keeps)."""
+    if gen.name not in ("h13", "h14"):
+        raise UnsupportedError(f"no plain-words summary for {gen.name} (its map is grade C)")
     reg, hdr = _reader(gen, task, state)
     engine = _ne_op(reg) if hdr("ENE") else _pe_op(reg)
-    fmt = f"{_fmt(reg('common.ChCfg.InFmt'))} -> {_fmt(reg('common.ChCfg.OutFmt'))}"
-    lines = [f"{engine}; {_dims(reg)}; {fmt}; tile height {reg('common.TileCfg.TileHeight')}",
-             _buffers(reg, hdr)]
-    strides = _strides(reg, hdr)
-    if strides:
-        lines.append(f"DMA strides (bytes): {strides}")
+    fmt = ""
+    if reg("common.ChCfg.InFmt") is not None:
+        fmt = f"; {_fmt(reg('common.ChCfg.InFmt'))} -> {_fmt(reg('common.ChCfg.OutFmt'))}"
+    lines = [f"{engine}; {_dims(reg)}{fmt}; tile height {reg('common.TileCfg.TileHeight')}"]
+    if hdr("RBE0") is not None:
+        lines.append(_buffers(reg, hdr))
+        strides = _strides(reg, hdr)
+        if strides:
+            lines.append(f"DMA strides (bytes): {strides}")
+    else:
+        lines.append(_buffers_tagged(_tagged_slots(gen, task)))
     return lines
