@@ -127,7 +127,7 @@ def compile_model(path, target: str = "h13", *, strict: bool = False, progress=N
     log = []
     t0 = time.perf_counter()
     graph_before = frontend.load(path)
-    graph = frontend.load(path)  # a second copy: passes rewrite it in place
+    graph = graph_before.copy()  # passes rewrite their graph in place
     log.append(f"loaded {path.name}: {len(graph.ops)} ops ({time.perf_counter() - t0:.3f} s)")
     for name, note in passes.run_pipeline(graph):
         log.append(f"pass {name}: {note or 'no change'}")

@@ -51,6 +51,14 @@ def task_diffs(i: int, a: Task, b: Task, gen: Generation, state_a=None, state_b=
     return sorted(out, key=lambda line: (not line.startswith(f"task {i} header"), line))
 
 
+def constant_identity(program: Program) -> tuple[int, str]:
+    """(size, sha256) of the constant section; an oracle-derived program has only its summary."""
+    summary = getattr(program, "constant_summary", None)
+    if summary and not program.constants:
+        return summary["size"], summary["sha256"]
+    return len(program.constants), hashlib.sha256(program.constants).hexdigest()
+
+
 def program_diffs(a: Program, b: Program, gen: Generation, *, states=False) -> list[str]:
     """Differences from `a` to `b`; empty when the programs are the same at register level."""
     out = []
@@ -61,10 +69,10 @@ def program_diffs(a: Program, b: Program, gen: Generation, *, states=False) -> l
     pairs = zip(a.states(), b.states())
     for i, ((ta, sa), (tb, sb)) in enumerate(pairs):
         out += task_diffs(i, ta, tb, gen, sa if states else None, sb if states else None)
-    ca, cb = a.constants, b.constants
+    ca, cb = constant_identity(a), constant_identity(b)
     if ca != cb:
-        out.append(f"constant section: {len(ca)} bytes sha256 {hashlib.sha256(ca).hexdigest()[:16]} "
-                   f"-> {len(cb)} bytes sha256 {hashlib.sha256(cb).hexdigest()[:16]}")
+        out.append(f"constant section: {ca[0]} bytes sha256 {ca[1][:16]} -> {cb[0]} bytes sha256 "
+                   f"{cb[1][:16]}")
     for role in ("input", "output"):
         ta = [(t.shape, t.strides) for t in a.tensors if t.role == role]
         tb = [(t.shape, t.strides) for t in b.tensors if t.role == role]

@@ -160,4 +160,8 @@ def program_from_json(case: dict, gen: Generation) -> Program:
     tasks = [task_from_json(td, gen) for td in case["task_descriptors"]]
     if tasks:
         gen.layout(tasks)
-    return Program(gen.name, tasks, b"", tensors, name=case.get("case", "net"))
+    program = Program(gen.name, tasks, b"", tensors, name=case.get("case", "net"))
+    # The oracle keeps its constant section only as a summary (size, hashes); readers that
+    # compare programs use it in place of the bytes.
+    program.constant_summary = case.get("constant_section")
+    return program

@@ -116,7 +116,12 @@ def program_listing(program: Program, gen: Generation, *, title: str = "",
     lines.append("tensors")
     lines += tensor_lines(program) or ["  (none recorded)"]
     lines.append("constant section")
-    lines += constants_lines(program.constants)
+    summary = getattr(program, "constant_summary", None)
+    if summary and not program.constants:
+        lines.append(f"  {summary['size']} bytes (known by its summary only), sha256 "
+                     f"{summary['sha256']}")
+    else:
+        lines += constants_lines(program.constants)
     for index, (task, state) in enumerate(program.states()):
         lines += task_lines(index, task, state, gen, show_state)
     return "\n".join(lines) + "\n"
