@@ -1,0 +1,149 @@
+"""Simulator speed against torch on the same math: `python bench/sim.py [--repeat N]`.
+
+Programs timed (each must compile with our H13 compiler, `coreml2hwx.target.h13.lower`; a model
+the compiler refuses is reported and skipped):
+* a 1x1-conv-heavy program: conv 256 -> 256 on 1x256x32x32 (67 M multiply-adds);
+* whole models the compiler can produce: conv 64 -> 64 on 1x64x56x56, a 3x3 depthwise-free conv,
+  an element-wise add and a matmul.
+Each is also timed in torch doing the same math on the CPU: fp16 tensors in, float32 arithmetic,
+fp16 out (`op(x.float()).half()`), the same weights, one thread for both (OPENBLAS_NUM_THREADS=1
+unless set).  The fastest of `--repeat` runs is used (the machine is shared; the minimum is the
+least disturbed); the last line is the 1x1-conv ratio sim / torch (goal <= 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads its BLAS
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from coreml2hwx.errors import Coreml2hwxError  # noqa: E402
+
+HEADER = struct.pack("<II", 1, 2) + bytes(56)
+
+
+def blob_file(arrays) -> tuple[bytes, list[int]]:
+    """A MILBlob v2 file holding fp16 arrays; the record offset of each."""
+    data, offsets = bytearray(HEADER), []
+    for a in arrays:
+        offsets.append(len(data))
+        raw = a.astype(np.float16).tobytes()
+        data += struct.pack("<IIQQ", 0xDEADBEEF, 1, len(raw), len(data) + 64) + bytes(40) + raw
+    return bytes(data), offsets
+
+
+def mil(inputs: str, body: list[str], output: str) -> str:
+    lines = "\n".join(f"    {line}" for line in body)
+    return ("program(1.3)\n[buildInfo = dict<string, string>({})]\n{\n"
+            f"  func main<ios18>({inputs}) {{\n{lines}\n  }} -> ({output});\n}}\n")
+
+
+def conv_model(cin, cout, size, k, rng):
+    w = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float16)
+    blob, (offset,) = blob_file([w])
+    text = mil(f"tensor<fp16, [1, {cin}, {size}, {size}]> x", [
+        f'tensor<fp16, [{cout}, {cin}, {k}, {k}]> w = const()[name = string("w"), '
+        f'val = tensor<fp16, [{cout}, {cin}, {k}, {k}]>(BLOBFILE(path = '
+        f'string("@model_path/weights.bin"), offset = uint64({offset})))];',
+        f'tensor<fp16, [1, {cout}, {size}, {size}]> y = conv(x = x, weight = w, '
+        f'strides = [1, 1], pad_type = "same", dilations = [1, 1], groups = 1)'
+        f'[name = string("y")];'], "y")
+
+    def torch_fn(torch, x):
+        wt = torch.tensor(w.astype(np.float32))
+        return lambda: torch.nn.functional.conv2d(x.float(), wt, padding=k // 2).half()
+    return text, blob, {"x": (1, cin, size, size)}, torch_fn
+
+
+def add_model(c, size, rng):
+    shape = f"[1, {c}, {size}, {size}]"
+    text = mil(f"tensor<fp16, {shape}> x, tensor<fp16, {shape}> z",
+               [f'tensor<fp16, {shape}> y = add(x = x, y = z)[name = string("y")];'], "y")
+
+    def torch_fn(torch, x, z):
+        return lambda: (x.float() + z.float()).half()
+    return text, b"", {"x": (1, c, size, size), "z": (1, c, size, size)}, torch_fn
+
+
+def matmul_model(m, k, n, rng):
+    w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float16)
+    blob, (offset,) = blob_file([w])
+    text = mil(f"tensor<fp16, [{m}, {k}]> x", [
+        'bool f = const()[name = string("f"), val = bool(false)];',
+        'bool t = const()[name = string("t"), val = bool(true)];',
+        f'tensor<fp16, [{n}, {k}]> w = const()[name = string("w"), val = tensor<fp16, '
+        f'[{n}, {k}]>(BLOBFILE(path = string("@model_path/weights.bin"), '
+        f'offset = uint64({offset})))];',
+        f'tensor<fp16, [{m}, {n}]> y = matmul(transpose_x = f, transpose_y = t, x = x, '
+        f'y = w)[name = string("y")];'], "y")
+
+    def torch_fn(torch, x):
+        wt = torch.tensor(w.astype(np.float32))
+        return lambda: (x.float().reshape(m, k) @ wt.T).half()
+    return text, blob, {"x": (1, 1, m, k)}, torch_fn
+
+
+def best_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench(name, model, repeat, torch):
+    from coreml2hwx.frontend import parse_mil_text
+    from coreml2hwx.sim import run_program
+    from coreml2hwx.target.h13 import lower
+
+    text, blob, shapes, torch_fn = model
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "weights.bin").write_bytes(blob)
+        try:
+            program = lower(parse_mil_text(text, tmp))
+        except Coreml2hwxError as err:
+            print(f"{name}: not compiled ({err.line()})")
+            return None
+    rng = np.random.default_rng(1)
+    by_name = {t.name: t.shape for t in program.inputs}
+    inputs = {n: rng.standard_normal(by_name[n]).astype(np.float16) for n in shapes}
+    sim = best_time(lambda: run_program(program, inputs), repeat)
+    tensors = [torch.tensor(inputs[n]).reshape(shapes[n]) for n in shapes]
+    ref = best_time(torch_fn(torch, *tensors), repeat)
+    print(f"{name}: {len(program.tasks)} task(s), sim {sim * 1e3:.2f} ms, "
+          f"torch {ref * 1e3:.2f} ms, ratio {sim / ref:.2f}")
+    return sim / ref
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = parser.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    conv_ratio = bench("1x1 conv 256->256 @32x32", conv_model(256, 256, 32, 1, rng), args.repeat,
+                       torch)
+    bench("1x1 conv 64->64 @56x56", conv_model(64, 64, 56, 1, rng), args.repeat, torch)
+    bench("3x3 conv 64->64 @16x16", conv_model(64, 64, 16, 3, rng), args.repeat, torch)
+    bench("add 1x256x32x32", add_model(256, 32, rng), args.repeat, torch)
+    bench("matmul 8x512 @ 512x1024", matmul_model(8, 512, 1024, rng), args.repeat, torch)
+    if conv_ratio is None:
+        print("sim 1x1-conv ratio to torch: n/a (the compiler refused the model)")
+    else:
+        print(f"sim 1x1-conv ratio to torch: {conv_ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

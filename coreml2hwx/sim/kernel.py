@@ -1,0 +1,243 @@
+"""Coefficients: what the kernel DMA fetches (lookup tables, weights) and the NE's convolution.
+
+Channel i of KernelDMASrc fetches CoeffBfrSize[i] bytes at CoeffBaseAddr[i] of the buffer in BAR
+slot KBase0 (the constant section, slot 1) when CoeffDMAConfig[i].En is set (ane-facts §2.7.7).
+
+Weight layout.  The rule below rebuilds Apple's constant section byte for byte (sha256 of the
+oracle sections: conv_k1/k3 dense, with and without bias, env_conv_k1_c768 with two plane sizes,
+grouped env_conv_*_g4, depthwise env_conv_k3_*_g64 and conv_probe_*_g128 with bias, every
+matmul_* and env_mm_*_ty1; tests/sim/test_oracles.py rebuilds them the same way and checks the
+hashes):
+
+* Output channels are dealt to the 16 coefficient channels ("chunks") in *planes* of L lanes,
+  round robin: plane j of a round goes to chunk j.  A round takes 16 planes of
+  L = min(2^OCGSize, pow2floor(remaining / 16)) lanes while at least 16 outputs remain, then one
+  1-lane plane per remaining output (tinygrad conv.hwx: 3 outputs on chunks 0-2).
+* A plane is [the L biases, when MACCfg.BiasMode] then, for each reduction index
+  k = (ci, kh, kw) in that order, the L lanes' weights; fp16; padded to 64 bytes.
+* Grouped convs (NumGroups G): a chunk holds its plane of group 0, then of group 1, ...
+* Depthwise (GroupConvCfg.UnicastEn with weights): channel o is on chunk o % 16 as
+  [bias] + its Kh*Kw taps, the channels of a chunk back to back, the chunk padded to 64 bytes.
+* Stride-2 convs (KernelCfg.SparseFmt) skip zero weights (jsw-h13td): a plane is a u16 byte count
+  of the rows, then per reduction index a zero byte and, per 8 lanes, a mask byte (bit l = lane l
+  is non-zero) and the non-zero fp16 values, then L/2 - 2 zero bytes.  Apple's hash confirms it
+  for 4-lane planes (env_conv_k1_c64_n64_s16_st2); wider or 3x3 sparse planes do not fit this
+  reading, and a chunk whose bytes do not parse exactly stops the run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+CHANNELS = 16
+F32 = np.float32
+
+
+def coefficients(f, memory, channel: int, size: int | None, what: str) -> bytes:
+    """The bytes coefficient channel `channel` fetches (`size` bytes, or its whole buffer)."""
+    if not f.header("KBE0"):
+        raise f.fail(f"{what}: the task fetches no coefficients (header KBE0 = 0)")
+    if not f.get(f"kernel_dma_src.CoeffDMAConfig[{channel}].En"):
+        raise f.fail(f"{what}: coefficient channel {channel} is not enabled")
+    slot = f.header("KBase0")
+    base = f.bytes(f"kernel_dma_src.CoeffBaseAddr[{channel}].Addr")
+    buffer_size = f.bytes(f"kernel_dma_src.CoeffBfrSize[{channel}].MemBfrSize")
+    size = buffer_size if size is None else size
+    if size > buffer_size:
+        raise f.fail(f"{what}: needs {size} bytes, coefficient channel {channel} fetches "
+                     f"{buffer_size}")
+    buf = memory.buffers.get(slot)
+    if buf is None or base + size > len(buf):
+        have = 0 if buf is None else len(buf)
+        raise f.fail(f"{what}: coefficient channel {channel} reads bytes "
+                     f"{base:#x}..{base + size:#x} of BAR slot {slot}, which holds {have:#x} bytes")
+    return bytes(buf[base:base + size])
+
+
+# -- the plane schedule --------------------------------------------------------------------------
+
+def pow2floor(n: int) -> int:
+    return 1 << (n.bit_length() - 1) if n > 0 else 0
+
+
+def planes(cout: int, max_lanes: int) -> list[tuple[int, int, int]]:
+    """(chunk, first output, lanes) of every plane, in the order a chunk stores them."""
+    out, start = [], 0
+    while start < cout:
+        remaining = cout - start
+        if remaining >= CHANNELS:
+            lanes = min(max_lanes, pow2floor(remaining // CHANNELS))
+            out += [(j, start + j * lanes, lanes) for j in range(CHANNELS)]
+            start += CHANNELS * lanes
+        else:
+            out += [(j, start + j, 1) for j in range(remaining)]
+            start = cout
+    return out
+
+
+def round64(n: int) -> int:
+    return -(-n // 64) * 64
+
+
+class Chunks:
+    """The bytes of each enabled coefficient channel, read sequentially."""
+
+    def __init__(self, f, memory):
+        self.f = f
+        self.data = {}
+        for i in range(CHANNELS):
+            if f.get(f"kernel_dma_src.CoeffDMAConfig[{i}].En"):
+                self.data[i] = coefficients(f, memory, i, None, "weights")
+        self.pos = {i: 0 for i in self.data}
+
+    def take(self, chunk: int, nbytes: int) -> bytes:
+        if chunk not in self.data:
+            raise self.f.fail(f"weights: the layout puts a plane on coefficient channel {chunk}, "
+                              "which is not enabled")
+        start = self.pos[chunk]
+        if start + nbytes > len(self.data[chunk]):
+            raise self.f.fail(f"weights: coefficient channel {chunk} holds "
+                              f"{len(self.data[chunk])} bytes, the layout needs more")
+        self.pos[chunk] = start + nbytes
+        return self.data[chunk][start:start + nbytes]
+
+    def align(self, chunk: int) -> None:
+        self.pos[chunk] = round64(self.pos[chunk])
+
+    def check_consumed(self) -> None:
+        for i, data in self.data.items():
+            if round64(self.pos[i]) != len(data):
+                raise self.f.fail(f"weights: coefficient channel {i} fetches {len(data)} bytes, "
+                                  f"the layout rule accounts for {round64(self.pos[i])}")
+
+
+def _halves(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, "<f2").astype(F32)
+
+
+def dense_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bool):
+    b = _halves(chunks.take(chunk, 2 * lanes)) if bias else None
+    w = _halves(chunks.take(chunk, 2 * lanes * reduction)).reshape(reduction, lanes).T
+    chunks.align(chunk)
+    return w, b
+
+
+def sparse_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bool):
+    f = chunks.f
+    if bias:
+        raise f.fail("weights: a sparse (stride-2) plane with a bias row: layout not understood")
+    count = int.from_bytes(chunks.take(chunk, 2), "little")
+    start = chunks.pos[chunk]
+    w = np.zeros((reduction, lanes), F32)
+    for k in range(reduction):
+        if chunks.take(chunk, 1) != b"\0":
+            raise f.fail(f"weights: sparse row {k} on coefficient channel {chunk} does not start "
+                         "with a zero byte: layout not understood")
+        for group in range(0, lanes, 8):
+            mask = chunks.take(chunk, 1)[0]
+            width = min(8, lanes - group)
+            hot = [lane for lane in range(width) if mask >> lane & 1]
+            if mask >> width:
+                raise f.fail(f"weights: sparse mask {mask:#x} names lanes past {width}")
+            w[k, [group + lane for lane in hot]] = _halves(chunks.take(chunk, 2 * len(hot)))
+    if chunks.pos[chunk] - start != count:
+        raise f.fail(f"weights: sparse plane on coefficient channel {chunk} declares {count} bytes "
+                     f"of rows, has {chunks.pos[chunk] - start}: layout not understood")
+    tail = chunks.take(chunk, max(lanes // 2 - 2, 0))
+    if any(tail):
+        raise f.fail("weights: sparse plane tail is not zero: layout not understood")
+    chunks.align(chunk)
+    return w.T, None
+
+
+_UNPACKED: dict = {}  # (chunk bytes, layout parameters) -> (W, bias): weights read once
+_UNPACKED_MAX = 32
+
+
+def weights(f, memory, groups: int, cin: int, cout: int, kh: int, kw: int, depthwise: bool):
+    """(W[g][o][ci][kh][kw], bias[g][o] or None) as fp32, read through the layout rule."""
+    if f.get("ne.KernelCfg.KernelFmt") != 2:
+        raise f.fail(f"ne.KernelCfg.KernelFmt = {f.get('ne.KernelCfg.KernelFmt')}: only fp16 "
+                     "weights (2) are known")
+    chunks = Chunks(f, memory)
+    key = (tuple(sorted(chunks.data.items())), groups, cin, cout, kh, kw, depthwise,
+           f.get("ne.MACCfg.BiasMode"), f.get("ne.KernelCfg.SparseFmt"),
+           f.get("common.ConvCfg.OCGSize"))
+    if key not in _UNPACKED:
+        if len(_UNPACKED) >= _UNPACKED_MAX:
+            _UNPACKED.pop(next(iter(_UNPACKED)))
+        _UNPACKED[key] = _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise)
+    return _UNPACKED[key]
+
+
+def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):
+    bias = bool(f.get("ne.MACCfg.BiasMode"))
+    sparse = bool(f.get("ne.KernelCfg.SparseFmt"))
+    if depthwise:
+        if sparse or groups != 1 or cin != cout:
+            raise f.fail("weights: depthwise layout seen only dense, one group, Cin = Cout")
+        w = np.zeros((1, cout, 1, kh, kw), F32)
+        b = np.zeros((1, cout), F32) if bias else None
+        for o in range(cout):
+            chunk = o % CHANNELS
+            if bias:
+                b[0, o] = _halves(chunks.take(chunk, 2))[0]
+            w[0, o, 0] = _halves(chunks.take(chunk, 2 * kh * kw)).reshape(kh, kw)
+        chunks.check_consumed()
+        return w, b
+    reduction = cin * kh * kw
+    read_plane = sparse_plane if sparse else dense_plane
+    schedule = planes(cout, 1 << f.get("common.ConvCfg.OCGSize"))
+    w = np.zeros((groups, cout, reduction), F32)
+    b = np.zeros((groups, cout), F32) if bias else None
+    for chunk in sorted({c for c, _, _ in schedule}):
+        mine = [(first, lanes) for c, first, lanes in schedule if c == chunk]
+        for g in range(groups):
+            for first, lanes in mine:
+                pw, pb = read_plane(chunks, chunk, lanes, reduction, bias)
+                w[g, first:first + lanes] = pw
+                if bias:
+                    b[g, first:first + lanes] = pb
+    chunks.check_consumed()
+    return w.reshape(groups, cout, cin, kh, kw), b
+
+
+# -- the convolution --------------------------------------------------------------------------
+
+def convolve(f, memory, x: np.ndarray, out_shape) -> np.ndarray:
+    g, d, cin, h, w = x.shape
+    _, _, cout, hout, wout = out_shape
+    kw, kh = f.get("common.ConvCfg.Kw"), f.get("common.ConvCfg.Kh")
+    sx, sy = f.get("common.ConvCfg.Sx"), f.get("common.ConvCfg.Sy")
+    px, py = f.get("common.ConvCfg.Px"), f.get("common.ConvCfg.Py")
+    depthwise = bool(f.get("common.GroupConvCfg.UnicastEn"))
+    if f.get("common.GroupConvCfg.ElemMultMode"):
+        raise f.fail("GroupConvCfg.ElemMultMode in a task with weights: never seen")
+    weight, bias = weights(f, memory, 1 if depthwise else g, cin, cout, kh, kw, depthwise)
+    if depthwise:
+        out = np.einsum("gdcyxij,cij->gdcyx", _windows(x, kh, kw, sx, sy, px, py, hout, wout),
+                        weight[0, :, 0], dtype=F32)
+        if bias is not None:
+            out += bias[0][None, None, :, None, None]
+        return out
+    # one fp32 matrix product per group: (cout, cin*kh*kw) @ (cin*kh*kw, pixels)
+    if (kh, kw, sx, sy, px, py, hout, wout) == (1, 1, 1, 1, 0, 0, h, w):
+        cols = x.reshape(g, d, cin, h * w)
+    else:
+        cols = _windows(x, kh, kw, sx, sy, px, py, hout, wout).transpose(0, 1, 2, 5, 6, 3, 4)
+        cols = cols.reshape(g, d, cin * kh * kw, hout * wout)
+    out = np.matmul(weight.reshape(g, 1, cout, -1), cols)
+    if bias is not None:
+        out += bias[:, None, :, None]
+    return out.reshape(g, d, cout, hout, wout)
+
+
+def _windows(x, kh, kw, sx, sy, px, py, hout, wout):
+    """(g, d, c, y, x, i, j): the input under each kernel tap, zero padded (left/top Px/Py)."""
+    h, w = x.shape[3:]
+    bottom = max(0, (hout - 1) * sy + kh - py - h)
+    right = max(0, (wout - 1) * sx + kw - px - w)
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 0), (py, bottom), (px, right)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(3, 4))
+    return windows[:, :, :, ::sy, ::sx][:, :, :, :hout, :wout]

@@ -1,0 +1,124 @@
+"""The NE's activation lookup table: 64 fp16 slots, a 33-point piecewise-linear function.
+
+Slot layout (ane-facts §2.11 [A] for slots 4-36, the rest [H]; corrected by lut-rules.md §2, which
+reproduced every Apple table bit for bit from these readings):
+
+    0, 1    input bounds lo, hi: x <= lo gives slot 2, x >= hi gives slot 3
+    4..36   33 samples on a uniform grid of step h = 2^-slot41 (slot 41 is a signed int16)
+    37, 38  slope and intercept of the line used below the grid
+    39, 40  slope and intercept of the line used above the grid
+    42      mode: where the grid sits and how the exponent of x is handled
+
+| mode | grid sample k is f at | evaluation |
+|---|---|---|
+| 0x01 | (k-16) h | plain |
+| 0x02 | (k-32) h | plain |
+| 0x60 | k h on abs(x) | odd: f(-x) = -f(x) |
+| 0x0A | k/32 | exp2: x = n + f, 2^n * table(f) |
+| 0x67 | 0.5 + k/64 | reciprocal, odd: abs(x) = m 2^e, table(m) 2^-e |
+| 0xC9 | 0.5 + k/64 | log2: x = m 2^e, table(m) + e |
+| 0xC5 / 0xC6 | k/16 (k >= 8) | sqrt / rsqrt: x = m 4^j, m in [0.5, 2), table(m) 2^(+-j) |
+
+The exponent handling of the last four modes is this module's hypothesis [H]; the eiln exp, exp2,
+inv, log, log2, log10, sqrt and rsqrt streams and the oracle real_div / rsqrt / softmax programs
+check it (tests/sim).  A table in any other mode (eiln ceil uses 0x63 and 0x64) stops the run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coreml2hwx.errors import SimulationError
+
+SLOTS = 64
+TABLE_BYTES = 2 * SLOTS
+MODES = {0x01: "plain", 0x02: "plain", 0x60: "odd", 0x0A: "exp2", 0x67: "reciprocal",
+         0xC9: "log2", 0xC5: "sqrt", 0xC6: "rsqrt"}
+ORIGIN_STEPS = {0x01: -16, 0x02: -32, 0x60: 0}
+
+
+class Lut:
+    def __init__(self, table: bytes, where: str = ""):
+        if len(table) < TABLE_BYTES:
+            raise SimulationError(f"lookup table of {len(table)} bytes, expected {TABLE_BYTES}",
+                                  where=where)
+        raw = np.frombuffer(table[:TABLE_BYTES], "<u2")
+        slots = raw.view(np.float16).astype(np.float64)
+        self.mode = int(raw[42])
+        if self.mode not in MODES:
+            raise SimulationError(f"lookup table mode (slot 42) = {self.mode:#x}: no evidence for "
+                                  f"how it evaluates (known: "
+                                  f"{', '.join(hex(m) for m in MODES)})", where=where)
+        if raw[43:].any():
+            raise SimulationError("lookup table slots 43..63 are not zero", where=where)
+        self.lo, self.hi, self.out_lo, self.out_hi = slots[0:4]
+        self.knots = slots[4:37]
+        self.below = slots[37:39]
+        self.above = slots[39:41]
+        step = int(raw[41].astype(np.int16))
+        self.h = 2.0 ** -step
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        kind = MODES[self.mode]
+        with np.errstate(all="ignore"):
+            if kind == "plain":
+                y = self._plain(x, ORIGIN_STEPS[self.mode] * self.h)
+            elif kind == "odd":
+                y = np.copysign(self._plain(np.abs(x), 0.0), x)
+            else:
+                y = getattr(self, "_" + kind)(x)
+        return y.astype(np.float32)
+
+    # -- the piecewise-linear core -------------------------------------------------------------
+    def _grid(self, t: np.ndarray) -> np.ndarray:
+        """Interpolate the 33 knots at grid position t in [0, 32]."""
+        k = np.clip(np.floor(t), 0, 31).astype(np.int64)
+        frac = t - k
+        return self.knots[k] + frac * (self.knots[k + 1] - self.knots[k])
+
+    def _plain(self, x: np.ndarray, origin: float) -> np.ndarray:
+        t = (x - origin) / self.h
+        y = self._grid(np.clip(t, 0, 32))
+        y = np.where(t < 0, self.below[0] * x + self.below[1], y)
+        y = np.where(t > 32, self.above[0] * x + self.above[1], y)
+        return self._bounded(x, y)
+
+    def _bounded(self, x, y):
+        y = np.where(x <= self.lo, self.out_lo, y)
+        return np.where(x >= self.hi, self.out_hi, y)
+
+    # -- exponent-splitting modes [H] ----------------------------------------------------------
+    def _exp2(self, x):
+        n = np.floor(x)
+        y = self._grid(np.clip((x - n) / self.h, 0, 32)) * np.exp2(n)
+        return self._bounded(x, y)
+
+    def _mantissa(self, x):
+        m, e = np.frexp(x)  # x = m 2^e, m in [0.5, 1)
+        return m, e
+
+    def _reciprocal(self, x):
+        a = np.abs(x)
+        m, e = self._mantissa(a)
+        y = self._grid(np.clip((m - 0.5) / self.h, 0, 32)) * np.exp2(-e.astype(np.float64))
+        return np.copysign(self._bounded(a, y), x)
+
+    def _log2(self, x):
+        m, e = self._mantissa(x)
+        y = self._grid(np.clip((m - 0.5) / self.h, 0, 32)) + e
+        return self._bounded(x, y)
+
+    def _root(self, x, sign):
+        m, e = self._mantissa(x)
+        odd = e % 2 != 0
+        m = np.where(odd, 2 * m, m)
+        j = np.where(odd, e - 1, e) // 2
+        y = self._grid(np.clip(m / self.h, 0, 32)) * np.exp2(sign * j.astype(np.float64))
+        return self._bounded(x, y)
+
+    def _sqrt(self, x):
+        return self._root(x, 1)
+
+    def _rsqrt(self, x):
+        return self._root(x, -1)

@@ -1,0 +1,85 @@
+"""The neural engine (NE): MAC modes, then post-scale and the nonlinearity.
+
+NE.MACCfg (ane-facts §2.7.4, printer layout [A]) selects what the multiply-accumulate stage does:
+
+| OpMode | KernelMode | what | evidence |
+|---|---|---|---|
+| 4 | 1 | bypass: the input value as is | eiln relu/LUT ops, tinygrad relu/sigmoid/concat |
+| 0 | 1 | the input plus AccBias (fp16 bits) | eiln inv/rsqrt (0x68e), oracle rsqrt (0x11 = eps) |
+| 0 | 0 | convolution / matmul, weights from the coefficient DMA | tinygrad conv, oracle conv_* |
+| 3 | 1 | maximum over UnicastCin consecutive input channels | oracle reduce_max_axes_1 |
+| 2 | 1 | product of UnicastCin consecutive channels (ElemMultMode) | oracle binary_pow#2 |
+
+Then y = PostScale * acc (fp16 PostScale; eiln exp = exp2 table with PostScale log2 e) and the
+NonlinearMode: 0 none, 1 ReLU, 2 the lookup table fetched by coefficient channel 0 (`lut.Lut`).
+Accumulation is fp32; the caller rounds the result to fp16 once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coreml2hwx.sim import kernel
+from coreml2hwx.sim.lut import TABLE_BYTES, Lut
+
+F32 = np.float32
+
+
+def run(f, memory, x: np.ndarray, out_shape) -> np.ndarray:
+    op = f.get("ne.MACCfg.OpMode")
+    weights = not f.get("ne.MACCfg.KernelMode")
+    acc_bias = _fp16(f.get("ne.AccBias.AccBias"))
+    if acc_bias and (op != 0 or weights):
+        raise f.fail(f"ne.AccBias.AccBias = {f.get('ne.AccBias.AccBias'):#x} outside an OpMode-0 "
+                     "task without weights: never seen")
+    if f.get("ne.MACCfg.BiasMode") and not weights:
+        raise f.fail("ne.MACCfg.BiasMode = 1 in a task without weights: never seen")
+    x = x.astype(F32, copy=False)
+    with np.errstate(all="ignore"):
+        if weights:
+            if op != 0:
+                raise f.fail(f"ne.MACCfg.OpMode = {op} with weights: never seen")
+            acc = kernel.convolve(f, memory, x, out_shape)
+        else:
+            acc = _elementwise(f, op, x, acc_bias, out_shape)
+        scale = F32(f.get("ne.PostScale.PostScale"))
+        if scale != 1:
+            acc = acc * scale
+        return _nonlinear(f, memory, acc)
+
+
+def _fp16(bits: int) -> float:
+    return float(np.array([bits], np.uint16).view(np.float16)[0])
+
+
+def _elementwise(f, op, x, acc_bias, out_shape):
+    unicast = f.get("common.GroupConvCfg.UnicastCin")
+    mult = f.get("common.GroupConvCfg.ElemMultMode")
+    g, d, c, h, w = x.shape
+    if (op == 2) != bool(mult):
+        raise f.fail(f"ne.MACCfg.OpMode = {op} with GroupConvCfg.ElemMultMode = {int(mult)}: "
+                     "the channel product is seen only as OpMode 2 with ElemMultMode")
+    if op in (0, 4):
+        if unicast != 1 or tuple(out_shape) != x.shape:
+            raise f.fail(f"ne.MACCfg.OpMode = {op}: an element-wise NE task with UnicastCin "
+                         f"{unicast}, input {list(x.shape)}, output {list(out_shape)}")
+        return x + F32(acc_bias) if op == 0 else x
+    if op in (2, 3):
+        if c % unicast or out_shape[2] != c // unicast or tuple(out_shape[3:]) != (h, w):
+            raise f.fail(f"ne.MACCfg.OpMode = {op}: {c} input channels do not combine "
+                         f"{unicast} at a time into {out_shape[2]}")
+        grouped = x.reshape(g, d, c // unicast, unicast, h, w)
+        return grouped.max(axis=3) if op == 3 else grouped.prod(axis=3, dtype=F32)
+    raise f.fail(f"ne.MACCfg.OpMode = {op} without weights: never seen")
+
+
+def _nonlinear(f, memory, acc):
+    mode = f.get("ne.MACCfg.NonlinearMode")
+    if mode == 0:
+        return acc
+    if mode == 1:
+        return np.maximum(acc, F32(0))
+    if mode != 2:
+        raise f.fail(f"ne.MACCfg.NonlinearMode = {mode}: never seen")
+    table = kernel.coefficients(f, memory, channel=0, size=TABLE_BYTES, what="lookup table")
+    return Lut(table, where=f.where)(acc)
