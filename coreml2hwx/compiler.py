@@ -16,11 +16,10 @@ import importlib
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coreml2hwx.errors import Coreml2hwxError, UnsupportedError
+from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.ir.graph import Graph, Op
 from coreml2hwx.program import Program
 
@@ -120,15 +119,41 @@ def segments_of(graph: Graph, placement: dict[str, Placement]) -> list[Segment]:
     return out
 
 
+def lower_segments(graph, segments, mod, log, progress=None) -> list[Segment]:
+    """Lower every ANE segment to one program.  A segment the target cannot chain as a whole
+    (e.g. an intermediate it cannot keep on the ANE) becomes one program per op, the
+    intermediates passing through the host; each op alone was lowered during placement."""
+    out = []
+    for i, seg in enumerate(segments):
+        if progress:
+            progress(i, len(segments))
+        if seg.device != "ane":
+            out.append(seg)
+            continue
+        try:
+            seg.program = mod.lower(subgraph(graph, seg.ops, seg.name))
+            out.append(seg)
+        except UnsupportedError as err:
+            if len(seg.ops) == 1:
+                raise err.with_file(graph.source)
+            log.append(f"{seg.name}: split into {len(seg.ops)} single-op programs ({err.message})")
+            for op in seg.ops:
+                single = subgraph(graph, [op], op.name)
+                out.append(Segment(0, "ane", [op], single.input_names, single.output_names,
+                                   mod.lower(single)))
+    for index, seg in enumerate(out):
+        seg.index = index
+    return out
+
+
 def compile_model(path, target: str = "h13", *, strict: bool = False, progress=None) -> Compiled:
     from coreml2hwx import frontend, passes
 
     path = Path(path)
     log = []
-    t0 = time.perf_counter()
     graph_before = frontend.load(path)
     graph = graph_before.copy()  # passes rewrite their graph in place
-    log.append(f"loaded {path.name}: {len(graph.ops)} ops ({time.perf_counter() - t0:.3f} s)")
+    log.append(f"loaded {path.name}: {len(graph.ops)} ops")
     for name, note in passes.run_pipeline(graph):
         log.append(f"pass {name}: {note or 'no change'}")
     placement = place(graph, target)
@@ -137,19 +162,10 @@ def compile_model(path, target: str = "h13", *, strict: bool = False, progress=N
         reasons = "; ".join(f"{op.name} ({op.type}): {placement[op.name].reason}" for op in host)
         raise UnsupportedError(f"{len(host)} layer(s) cannot run on the {target} ANE: {reasons}",
                                file=path)
-    segments = segments_of(graph, placement)
-    mod = lowering(target)
-    for seg in segments:
-        if progress:
-            progress(seg.index, len(segments))
-        if seg.device == "ane":
-            try:
-                seg.program = mod.lower(subgraph(graph, seg.ops, seg.name))
-            except Coreml2hwxError as err:
-                raise err.with_file(path)
+    segments = lower_segments(graph, segments_of(graph, placement), lowering(target), log,
+                              progress)
     log.append(f"{len(segments)} segment(s): "
                + ", ".join(f"{s.name} {s.device} ({len(s.ops)} ops)" for s in segments))
-    log.append(f"compiled in {time.perf_counter() - t0:.3f} s")
     return Compiled(path, target, graph_before, graph, placement, segments, log)
 
 
@@ -205,6 +221,10 @@ def render_outputs(compiled: Compiled, formats=("hwx",), debug=False) -> dict[st
             files[program_file(compiled, seg, "hwx")] = hwx.write_hwx(seg.program)
         if "anec" in formats:
             files[program_file(compiled, seg, "anec")] = hwx.write_anec(seg.program)
+    if any(seg.device == "host" for seg in compiled.segments):
+        from coreml2hwx.ir import serialize
+
+        files["graph.json"], files["graph.bin"] = serialize.save(compiled.graph)
     files[MANIFEST] = (json.dumps(manifest(compiled, formats), indent=2) + "\n").encode()
     if debug:
         files.update(debug_files(compiled))

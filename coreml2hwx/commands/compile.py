@@ -48,8 +48,12 @@ def run(args):
     ane = sum(s.device == "ane" for s in compiled.segments)
     host = len(compiled.segments) - ane
     print(f"{model} -> {out_dir} ({compiled.target}: {ane} ANE segment(s), {host} host segment(s))")
-    for path in programs:
-        print(f"  program: {path}")
+    if len(programs) <= 4:
+        for path in programs:
+            print(f"  program: {path}")
+    else:
+        print(f"  programs: {len(programs)} files ({', '.join(sorted({p.suffix for p in programs}))})"
+              f" in {out_dir}")
     print(f"  manifest: {out_dir / 'manifest.json'}")
     if args.mode == "debug":
         print(f"  debug information: {out_dir / 'debug'}")

@@ -22,7 +22,8 @@ ROLES = ("input", "output", "intermediate")
 
 
 def add_arguments(parser):
-    parser.add_argument("program", help="an .hwx, an .anec, or a raw task stream (with --raw)")
+    parser.add_argument("program", help="an .hwx, an .anec, a raw task stream (with --raw), or a "
+                        "compiled output folder (runs every segment of its manifest)")
     parser.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
                         help="an input tensor (repeat for several); missing inputs are random")
     parser.add_argument("--output-dir", "-o", required=True, metavar="DIR",
@@ -40,6 +41,8 @@ def add_arguments(parser):
 def run(args) -> int:
     from coreml2hwx.sim import run_program
 
+    if Path(args.program).is_dir():
+        return _run_compiled(args)
     program = _load(args)
     inputs = _inputs(args, program)
     out_dir = _directory(args.output_dir)
@@ -52,6 +55,27 @@ def run(args) -> int:
         outputs = run_program(program, inputs, trace=trace)
     except Coreml2hwxError as err:
         raise err.with_file(args.program)
+    for name, value in outputs.items():
+        np.save(out_dir / f"{_file_name(name)}.npy", value)
+    return 0
+
+
+def _run_compiled(args) -> int:
+    """A compiled output folder: every segment in manifest order (coreml2hwx.execute)."""
+    from coreml2hwx.execute import load_manifest, run_compiled
+
+    if args.raw or args.io_shapes or args.trace:
+        raise UsageError("--raw, --io-shapes and --trace apply to a single program, not a folder")
+    declared = [t["name"] for t in load_manifest(args.program)["inputs"]]
+    given = {}
+    for item in args.input:
+        name, sep, path = item.partition("=")
+        if not sep or name not in declared:
+            raise UsageError(f"--input {item!r}: expected NAME=FILE.npy with NAME one of "
+                             f"{', '.join(declared)}")
+        given[name] = _load_array(path)
+    outputs = run_compiled(args.program, given, seed=args.seed)
+    out_dir = _directory(args.output_dir)
     for name, value in outputs.items():
         np.save(out_dir / f"{_file_name(name)}.npy", value)
     return 0

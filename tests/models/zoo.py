@@ -71,18 +71,20 @@ def _mobilenet_v2_class():
             return x + y if self.residual else y
 
     class MobileNetV2(nn.Module):
-        """MobileNetV2 (Sandler et al. 2018), width 1.0, 1000 classes."""
+        """MobileNetV2 (Sandler et al. 2018), 1000 classes; `width` scales the channels as the
+        paper's width multiplier does (rounded to multiples of 8; the last layer keeps 1280)."""
 
-        def __init__(self, classes=1000):
+        def __init__(self, classes=1000, width=1.0):
             super().__init__()
             setting = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                        (6, 160, 3, 2), (6, 320, 1, 1)]
-            layers = [_conv_bn(3, 32, 3, 2)]
-            cin = 32
+            scaled = lambda c: max(8, int(c * width + 4) // 8 * 8)  # noqa: E731
+            cin = scaled(32)
+            layers = [_conv_bn(3, cin, 3, 2)]
             for t, c, n, s in setting:
                 for i in range(n):
-                    layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
-                    cin = c
+                    layers.append(InvertedResidual(cin, scaled(c), s if i == 0 else 1, t))
+                    cin = scaled(c)
             layers.append(_conv_bn(cin, 1280, 1))
             self.features = nn.Sequential(*layers)
             self.classifier = nn.Linear(1280, classes)
@@ -95,8 +97,8 @@ def _mobilenet_v2_class():
     return MobileNetV2
 
 
-def mobilenet_v2():
-    return _mobilenet_v2_class()()
+def mobilenet_v2(width=1.0):
+    return _mobilenet_v2_class()(width=width)
 
 
 def resnet18():

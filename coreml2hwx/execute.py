@@ -1,0 +1,82 @@
+"""Run a compiled output folder as a whole: ANE segments in the simulator, host segments with the
+reference evaluator, in manifest order, handing tensors over by name.
+
+ANE programs see each tensor in Apple's 4-D view (`ir.ane_shape`); values are reshaped between the
+model's shape and that view (the same element order) at segment boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from coreml2hwx.errors import ModelError, UsageError
+
+MANIFEST = "manifest.json"
+GRAPH_JSON, GRAPH_BIN = "graph.json", "graph.bin"
+
+
+def load_manifest(out_dir) -> dict:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise UsageError(f"{out_dir}: no {MANIFEST} (not a coreml2hwx output folder)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ModelError(f"corrupt manifest ({err})", file=path) from None
+
+
+def _host_graph(out_dir: Path, manifest: dict):
+    from coreml2hwx.ir import serialize
+
+    if not any(s["device"] == "host" for s in manifest["segments"]):
+        return None
+    return serialize.load((out_dir / GRAPH_JSON).read_bytes(), (out_dir / GRAPH_BIN).read_bytes(),
+                          source=out_dir / GRAPH_JSON)
+
+
+def random_model_inputs(manifest: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """The same rule as `coreml2hwx reference` (ir.random_inputs): one default_rng(seed), drawn in
+    input order, standard normal float32 for float inputs."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for t in manifest["inputs"]:
+        if t["dtype"].startswith("float"):
+            out[t["name"]] = rng.standard_normal(t["shape"]).astype(np.float32)
+        elif t["dtype"] == "bool":
+            out[t["name"]] = rng.integers(0, 2, t["shape"]) != 0
+        else:
+            out[t["name"]] = rng.integers(0, 8, t["shape"]).astype(t["dtype"])
+    return out
+
+
+def run_compiled(out_dir, inputs: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    from coreml2hwx.hwx import load_program
+    from coreml2hwx.ir import evaluate
+    from coreml2hwx.sim import run_program
+
+    out_dir = Path(out_dir)
+    manifest = load_manifest(out_dir)
+    shapes = {t["name"]: tuple(t["shape"]) for t in manifest["inputs"] + manifest["outputs"]}
+    values = {**random_model_inputs(manifest, seed), **inputs}
+    graph = _host_graph(out_dir, manifest)
+    if graph is not None:
+        shapes.update({name: info.shape for name, info in graph.tensors.items()})
+    for seg in manifest["segments"]:
+        if seg["device"] == "ane":
+            program = load_program(out_dir / seg["programs"]["hwx"])
+            feed = {t.name: np.asarray(values[t.name]).reshape(t.shape) for t in program.inputs}
+            result = run_program(program, feed)
+        else:
+            from coreml2hwx.compiler import subgraph
+
+            ops = [op for op in graph.ops if op.name in set(seg["ops"])]
+            sub = subgraph(graph, ops, f"segment{seg['index']}")
+            feed = {name: np.asarray(values[name], np.float32).reshape(graph.tensors[name].shape)
+                    for name in sub.input_names}
+            result = evaluate(sub, feed)
+        for name, value in result.items():
+            values[name] = value.reshape(shapes.get(name, value.shape))
+    return {t["name"]: values[t["name"]] for t in manifest["outputs"]}

@@ -1,0 +1,85 @@
+"""The compile command's contract: outputs, manifest, determinism, --strict, no partial files.
+
+Models: oracle MIL programs (../shared/oracles: Apple compiled them, so they are inputs the
+hardware takes) and the bundled example model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from coreml2hwx.cli import main
+from coreml2hwx.commands.compile import EXAMPLE
+from coreml2hwx.hwx import load_program
+from tests.conftest import load_json
+
+
+def mil_file(shared, tmp_path, case):
+    path = tmp_path / f"{case}.mil"
+    path.write_text(load_json(shared / f"oracles/h13/{case}.json")["mil"])
+    return path
+
+
+def test_single_op_model_compiles_to_model_hwx(shared, tmp_path, capsys):
+    model = mil_file(shared, tmp_path, "binary_add_1x64x8x8")
+    out = tmp_path / "out"
+    assert main([str(model), "debug", "-o", str(out), "--format", "both"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out / "model.hwx") in printed and "debug information" in printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["device"] for s in manifest["segments"]] == ["ane"]
+    assert [t["name"] for t in manifest["inputs"]] == ["x", "z"]
+    program = load_program(out / "model.hwx")
+    assert [t.name for t in program.inputs] == ["x", "z"] and program.outputs[0].name == "y"
+    assert load_program(out / "model.anec").tasks == program.tasks
+    for name in ("ir_before.txt", "ir_after.txt", "ir_after.dot", "placement.txt", "compile.log",
+                 "segment0.listing.txt"):
+        assert (out / "debug" / name).stat().st_size > 0
+    # `inspect --diff` against Apple's own program for the same MIL: no register differs
+    assert main(["inspect", "--diff", str(shared / "oracles/h13/binary_add_1x64x8x8.json"),
+                 str(out / "model.hwx")]) == 0
+
+
+def test_same_input_gives_identical_bytes(tmp_path):
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main([str(EXAMPLE), "debug", "-o", str(out)]) == 0
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*") if p.is_file())
+    assert len(files) > 3
+    for rel in files:
+        assert (outs[0] / rel).read_bytes() == (outs[1] / rel).read_bytes(), rel
+
+
+def test_strict_names_every_host_layer_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "coreml2hwx", str(EXAMPLE), "--strict", "-o",
+                             str(out)], capture_output=True, text=True, timeout=300)
+    if result.returncode == 0:  # every layer placed on the ANE: strict has nothing to refuse
+        assert (out / "manifest.json").is_file()
+        return
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot run on the h13 ANE" in lines[0] and str(EXAMPLE) in lines[0]
+    assert not out.exists()
+
+
+def test_bad_model_leaves_no_partial_output(tmp_path):
+    bad = tmp_path / "broken.mlmodel"
+    bad.write_bytes(b"\x08\x04\x12\xff\xff not a protobuf")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "coreml2hwx", str(bad), "-o", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and str(bad) in result.stderr
+    assert not out.exists()
+
+
+def test_report_lists_every_layer(tmp_path, capsys):
+    page = tmp_path / "report.html"
+    assert main(["report", str(EXAMPLE), "--html", str(page)]) == 0
+    text = capsys.readouterr().out
+    assert "layers," in text and "estimated ANE time" in text
+    assert "<table>" in page.read_text()
