@@ -16,7 +16,7 @@ from coreml2hwx.ir.graph import Graph
 from coreml2hwx.program import Program
 from coreml2hwx.target.h13.assemble import assemble
 from coreml2hwx.target.h13.context import Context, where
-from coreml2hwx.target.h13 import elementwise
+from coreml2hwx.target.h13 import activation, binary, conv, elementwise, matmul, norm, reduce
 
 __all__ = ["lower", "lower_op", "Context"]
 
@@ -24,15 +24,60 @@ __all__ = ["lower", "lower_op", "Context"]
 def lower(graph: Graph) -> Program:
     ctx = Context(graph)
     specs = []
-    for op in graph.ops:
-        specs.extend(lower_op(ctx, op))
+    ops = list(graph.ops)
+    i = 0
+    while i < len(ops):
+        fused = fuse(ctx, ops[i], ops[i + 1] if i + 1 < len(ops) else None)
+        if fused is not None:
+            specs.extend(fused)
+            i += 2
+            continue
+        specs.extend(lower_op(ctx, ops[i]))
+        i += 1
     constants = bytes(ctx.constants) if ctx.constants else None
     return assemble(specs, ctx.tensors(), constants)
 
 
+def fuse(ctx: Context, op, nxt) -> list | None:
+    """Two-op chains Apple compiles as one unit (census §3.1, README "chains"):
+    conv -> relu and add -> relu fuse into one task (`conv_k1_c64_n64_s8_bias0_relu`,
+    `chain_add_relu_c512`); x + f(x) with a table activation f keeps x in L2 for a PE add
+    (`env_chain_residual_{gelu,silu}_1x768x1x1`)."""
+    if nxt is None or op.outputs[0] not in nxt.inputs or _used_later(ctx, op, nxt):
+        return None
+    if nxt.type == "relu" and op.type == "conv":
+        return [conv.lower_conv(ctx, op, relu=True, output=nxt.outputs[0])]
+    if nxt.type == "relu" and op.type in binary.SAME_SHAPE_RELU and not any(
+            ctx.is_constant(t) for t in op.inputs):
+        if ctx.shape(op.inputs[0]) == ctx.shape(op.inputs[1]):
+            return [elementwise.binary_same_shape(ctx, op, relu=True, output=nxt.outputs[0])]
+    if nxt.type == "add" and op.type in activation.ACTIVATIONS and op.inputs[0] in nxt.inputs:
+        return binary.residual(ctx, op, nxt)
+    return None
+
+
+def _used_later(ctx: Context, op, nxt) -> bool:
+    users = ctx.graph.consumers().get(op.outputs[0], [])
+    return len(users) != 1 or op.outputs[0] in ctx.graph.output_names
+
+
 def lower_op(ctx: Context, op) -> list:
-    if op.type in elementwise.PE_OPS:
-        return [elementwise.binary_same_shape(ctx, op)]
+    if op.type == "conv":
+        return [conv.lower_conv(ctx, op)]
+    if op.type == "matmul":
+        return matmul.lower_matmul(ctx, op)
+    if op.type == "softmax":
+        return norm.softmax(ctx, op)
+    if op.type == "layer_norm":
+        return norm.layer_norm(ctx, op)
+    if op.type in reduce.REDUCTIONS:
+        return reduce.lower_reduce(ctx, op)
+    if op.type in binary.PE_BINARY_OPS:
+        return binary.lower_binary(ctx, op)
+    if op.type == "abs":
+        return [elementwise.unary_pe(ctx, op, op_fields=dict(Cond=1))]
+    if op.type in activation.ACTIVATIONS:
+        return [activation.activation(ctx, op)]
     raise UnsupportedError(f"{op.type} {_shapes(ctx, op)}: no h13 lowering rule for this op yet",
                            where=where(op))
 

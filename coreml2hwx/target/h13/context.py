@@ -43,6 +43,24 @@ class Context:
     def constant(self, name: str) -> np.ndarray:
         return np.asarray(self.graph.constant(name))
 
+    def attr_array(self, op: Op, key: str) -> np.ndarray:
+        """An op's weight attribute as an array (reading an unresolved blob reference)."""
+        from coreml2hwx.ir.graph import constant_value
+        return np.asarray(constant_value(op.attrs[key]))
+
+    def constant_origin(self, name: str) -> str | None:
+        """"inline" for a tensor constant written out in the model text, else None.
+
+        Apple's compiler refuses inline tensor operands and biases (oracle README).  The frontend
+        marks them in `graph.metadata["inline_constants"]` (TODO lead: not yet recorded there)."""
+        inline = self.graph.metadata.get("inline_constants", ())
+        return "inline" if name in inline else None
+
+    def inline_attrs(self, op: Op) -> tuple:
+        """Weight attributes of `op` given as inline tensors in the model text (frontend mark
+        `op.attrs["inline"]`; TODO lead: not yet recorded by the frontend)."""
+        return tuple(op.attrs.get("inline", ()))
+
     def add_constants(self, data: bytes) -> int:
         """Append to the constant section; returns the byte offset."""
         offset = len(self.constants)
@@ -50,9 +68,13 @@ class Context:
         return offset
 
     def tensors(self):
+        """Inputs then outputs, each in slot order (the tensor descriptors' order:
+        `env_mm_r2rr_*` lists input w before x)."""
         g = self.graph
-        return ([self.surface(t.name).tensor("input") for t in g.inputs]
-                + [self.surface(t.name).tensor("output") for t in g.outputs])
+        inputs = sorted(g.input_names, key=self.slots.get)
+        outputs = sorted(g.output_names, key=self.slots.get)
+        return ([self.surface(n).tensor("input") for n in inputs]
+                + [self.surface(n).tensor("output") for n in outputs])
 
 
 def where(op: Op) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from coreml2hwx.target.h13 import l2, spec as S
+from coreml2hwx.target.h13.layout import l2_channel_stride
 from coreml2hwx.target.h13.spec import TaskSpec
 
 PE_OPS = {  # PE.Cfg fields per MIL op (census §6.3 notes)
@@ -22,7 +23,7 @@ PE_OPS = {  # PE.Cfg fields per MIL op (census §6.3 notes)
     "sub": dict(OpMode=0, SecSrc=3),
 }
 PE_BINARY = "binary"  # Common.Cfg Bits6_4 by PE task type (ane-facts §2.7.1 table)
-PE_TASK_TYPE = {"unary": 2, "binary": 3, "scale_bias": 4, "reduce": 5}
+PE_TASK_TYPE = {"unary": 2, "binary": 3, "scale_bias": 4, "reduce": 5, "variance": 6}
 
 
 def log2_width_code(width: int) -> int:
@@ -49,10 +50,10 @@ def pe_arith(spec: TaskSpec, op_fields: dict, *, scale=1.0, bias=0.0, prescale=1
     spec.set("pe.FinalScale", FinalScale=final)
 
 
-def binary_same_shape(ctx, op, relu=False) -> TaskSpec:
+def binary_same_shape(ctx, op, relu=False, inputs=None, output=None) -> TaskSpec:
     """x (op) z with both operands DRAM inputs of the output's shape: one PE task."""
-    x, z = (ctx.surface(name) for name in op.inputs)
-    y = ctx.surface(op.outputs[0])
+    x, z = (ctx.surface(name) for name in (inputs or op.inputs))
+    y = ctx.surface(output or op.outputs[0])
     n, c, h, w = y.shape
     spec = TaskSpec(op.name, "pe")
     S.dims(spec, c, h, w, c, h, w)
@@ -63,9 +64,47 @@ def binary_same_shape(ctx, op, relu=False) -> TaskSpec:
     S.dram_source(spec, x)
     S.dram_source2(spec, z)
     S.dram_dest(spec, y)
-    row = l2.source(spec, base=0, channels=c, width=w, row_pad=0x20)
-    src2 = -(-h * row // 0x40) * 0x40
-    row2 = l2.source2(spec, base=src2, channels=c, width=w, row_pad=0x20)
+    row = pe_row(c, w)
+    l2.source(spec, base=0, channels=c, width=w, row=row, channel_stride=pe_channel(w))
+    src2 = l2.UNIT * l2.second_source_base(h * row // l2.UNIT)
+    row2 = l2.source2(spec, base=src2, channels=c, width=w, row=row, channel_stride=pe_channel(w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
     l2.result(spec, base=src2 + h * row2)
+    return spec
+
+
+PE_CHANNEL_CAP = 0x400  # a PE task stages rows wider than 512 elements 512 at a time
+
+
+def pe_channel(width: int) -> int:
+    """L2 channel stride of a PE task's source: the row's bytes, at most 0x400 (512 elements;
+    `env_bcast_add_1x375x1024_blob_1x1x1024` task 1 stages its 1024-wide rows at 0x400)."""
+    return min(l2_channel_stride(width), PE_CHANNEL_CAP)
+
+
+def pe_row(channels: int, width: int) -> int:
+    """Bytes per L2 row of a tensor a PE task stages (see `l2.pe_row_stride`); rows of a source
+    staged in 512-element pieces are not padded (the 1x375x1024 case above: 0x400)."""
+    if l2_channel_stride(width) > PE_CHANNEL_CAP:
+        return channels * PE_CHANNEL_CAP
+    return l2.UNIT * l2.pe_row_stride(channels * l2_channel_stride(width) // l2.UNIT)
+
+
+def unary_pe(ctx, op, *, op_fields: dict, scale=1.0, bias=0.0, task_type="unary",
+             inputs=None) -> TaskSpec:
+    """One PE task on a single DRAM source: abs (PE.Cfg bit 6), x*c (Scale), x+c (Bias)."""
+    x, y = ctx.surface((inputs or op.inputs)[0]), ctx.surface(op.outputs[0])
+    n, c, h, w = y.shape
+    spec = TaskSpec(op.name, "pe")
+    S.dims(spec, c, h, w, c, h, w)
+    S.conv_cfg(spec)
+    S.group_cfg(spec, groups=n)
+    pe_common(spec, task_type=task_type, width=w, tile_height=h)
+    pe_arith(spec, op_fields, scale=scale, bias=bias)
+    S.dram_source(spec, x)
+    S.dram_dest(spec, y)
+    row = l2.source(spec, base=0, channels=c, width=w, row=pe_row(c, w),
+                    channel_stride=pe_channel(w))
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=h * row)
     return spec

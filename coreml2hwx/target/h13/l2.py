@@ -19,10 +19,56 @@ RESULT_STREAM = dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1, **_AL
 RESULT_KEEP = dict(ResultType=0, DMAFmt=1, DMAInterleave=1, **_ALIAS)  # 0x00500170
 
 
-def source(spec, *, base, channels, width, row_pad=0, channel_stride=None):
-    """Source 1 staged at `base`: returns the bytes one row takes (its row stride)."""
+UNIT = 16  # L2 addresses and strides count 16-byte units (ane-facts §2.6)
+BANK_PERIOD = 64  # units (1 KiB): the period the placement rules below avoid
+
+
+def pe_row_stride(units: int) -> int:
+    """Row stride (units) of a tensor a PE task streams through L2: the smallest >= its data with
+    row mod 64 not in {0, 1, 32}.  Holds for every PE task staging DRAM data (C x W units: 1 -> 2,
+    64 -> 66, 96 -> 97, 84 -> 84, 200 -> 200, 128/256/512/1024/1536/3072/4096 -> +2), and for
+    stride-2 and grouped 1x1 convolutions (128 -> 130, 256 -> 258, 32 -> 34)."""
+    row = units
+    while row % BANK_PERIOD in (0, 1, 32):
+        row += 1
+    return row
+
+
+def conv_row_stride(units: int) -> int:
+    """Row stride (units) of a grouped or strided convolution's source: the smallest >= the data
+    with row mod 64 not in {0, 1, 32, 33} (32 -> 34: `env_conv_k1_c64_n64_s16_st1_g4_bias0`,
+    `env_conv_k3_c64_n64_s16_st2_g4_bias1`; 128 -> 130, 256 -> 258 for stride 2)."""
+    row = units
+    while row % BANK_PERIOD in (0, 1, 32, 33):
+        row += 1
+    return row
+
+
+def ne_row_stride(units: int, channel_units: int) -> int:
+    """Row stride (units) of a source the NE reads row by row: the smallest odd value >= the data
+    whose offset in the 64-unit period exceeds one channel's units (8x8: 64 -> 67, 16x16:
+    256 -> 259, 1536 -> 1539, 32x32: 1024 -> 1029; stride-1 convolutions alike)."""
+    row = units
+    while row % 2 == 0 or row % BANK_PERIOD <= channel_units:
+        row += 1
+    return row
+
+
+def second_source_base(offset: int) -> int:
+    """Src2Base (units): the first free unit at or after `offset` whose place in the 64-unit period
+    is at least 4 (binary PE tasks: 2 -> 4, 66 -> 68, 97, 200, 514 -> 516, 528, 4128,
+    18816 -> 18820)."""
+    base = offset
+    while base % BANK_PERIOD < 4:
+        base += 1
+    return base
+
+
+def source(spec, *, base, channels, width, row=None, channel_stride=None):
+    """Source 1 staged at `base` (bytes); `row` defaults to the unpadded channels' bytes.
+    Returns the row stride in bytes."""
     ch = channel_stride or l2_channel_stride(width)
-    row = channels * ch + row_pad
+    row = row or channels * ch
     spec.set("l2.SourceBase", Addr=base // 16)
     spec.set("l2.SourceChannelStride", Stride=ch // 16)
     spec.set("l2.SourceRowStride", Stride=row // 16)
@@ -31,9 +77,9 @@ def source(spec, *, base, channels, width, row_pad=0, channel_stride=None):
     return row
 
 
-def source2(spec, *, base, channels, width, row_pad=0, channel_stride=None):
+def source2(spec, *, base, channels, width, row=None, channel_stride=None):
     ch = channel_stride or l2_channel_stride(width)
-    row = channels * ch + row_pad
+    row = row or channels * ch
     spec.set("l2.Src2Base", Value=base)
     spec.set("l2.Src2ChannelStride", Value=ch)
     spec.set("l2.Src2RowStride", Value=row)

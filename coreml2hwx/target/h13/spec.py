@@ -46,6 +46,7 @@ class TaskSpec:
     kernel_chunks: list = field(default_factory=list)  # (base, size) per coefficient channel
     kernel_slot: int = 1
     first_fetch_is_bypass: bool = False
+    kept_source: bool = False  # the task leaves its DRAM source in L2 for a later task
 
     def set(self, register: str, **values):
         """Set fields of one register: `spec.set("common.InDim", Win=8, Hin=8)`."""

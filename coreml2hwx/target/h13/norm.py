@@ -1,0 +1,177 @@
+"""softmax and layer_norm: fixed task sequences that keep their intermediates in L2.
+
+layer_norm over the channels of a [1, C, 1, 1] tensor (no affine; `layer_norm_1x512x1x1`,
+`norm_layer_norm_ax1_2_3_1x64x1x1`), 3 PE tasks:
+  0. the mean: a sum-reduction over the C values viewed as C rows (FinalScale 1/C), keeping x;
+  1. 1/sqrt(variance + eps) from x and the mean (PE.Cfg 0x92010, eps in PreScale's low half);
+  2. (x - mean) x that factor, with [mean; factor] as the L2 operand (PE subtract, bias/scale form).
+softmax over the last axis of a [1, 1, 1, W] tensor (`norm_softmax_an1_1x1x1x64`), 5 tasks:
+  0. max over W (PE PoolMode 2), keeping x;  1. (x - max) x log2(e) (PE subtract, Scale);
+  2. exp2 LUT on one NE (in place);  3. 1 / sum over W (PE.Cfg 0x1000);  4. the product.
+The reductions whose result stays in L2 set NE.KernelCfg bit 12 (and header DisallowAbort), the
+tasks that read such a result bit 14 (census §6.4 notes).
+"""
+
+from __future__ import annotations
+
+from coreml2hwx.errors import UnsupportedError
+from coreml2hwx.target import lut
+from coreml2hwx.target.h13 import l2, spec as S
+from coreml2hwx.target.h13.activation import lut_fetch
+from coreml2hwx.target.h13.context import where
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
+from coreml2hwx.target.h13.layout import l2_channel_stride
+from coreml2hwx.target.h13.spec import SRC_FETCH_KEEP, SRC_FETCH_LAST, TaskSpec
+
+LOG2_E = 1.4426950408889634
+KEEP_SOURCE = dict(SourceType=1, DMAFmt=1, DMAInterleave=1, AliasConvSrc=1, AliasConvRslt=1,
+                   AliasPlanarSrc=1, AliasPlanarRslt=1)  # 0x00500171
+L2_READ = dict(DMAInterleave=1, AliasPlanarRslt=1)  # 0x00400100
+MIDDLE_RESULT = dict(DMAFmt=1, DMAInterleave=1)  # 0x00000140
+LAST_RESULT = dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1)  # 0x0000014A
+LN_FIRST_TILE = 32  # layer_norm task 0 tiles its C rows 32 at a time (both oracles)
+
+
+def _pe(name, *, c, h, w, tile, task_type):
+    spec = TaskSpec(name, "pe")
+    S.dims(spec, c, h, w, c, h, w)
+    S.conv_cfg(spec)
+    S.group_cfg(spec)
+    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
+    return spec
+
+
+def _region(spec, prefix, base, ch, row, depth, group=0):
+    if prefix == "src":
+        spec.set("l2.SourceBase", Addr=base // 16)
+        spec.set("l2.SourceChannelStride", Stride=ch // 16)
+        spec.set("l2.SourceRowStride", Stride=row // 16)
+        spec.set("l2.Src1DepthStride", Value=depth)
+        spec.set("l2.Src1GroupStride", Value=group)
+    elif prefix == "src2":
+        spec.set("l2.Src2Base", Value=base)
+        spec.set("l2.Src2ChannelStride", Value=ch)
+        spec.set("l2.Src2RowStride", Value=row)
+        spec.set("l2.Src2DepthStride", Value=depth)
+        spec.l2_operand = True
+    else:
+        spec.set("l2.ResultBase", Addr=base // 16)
+        spec.set("l2.ConvResultChannelStride", Stride=ch // 16)
+        spec.set("l2.ConvResultRowStride", Stride=row // 16)
+        spec.set("l2.ResultDepthStride", Value=depth)
+
+
+def layer_norm(ctx, op) -> list:
+    x, y = ctx.surface(op.inputs[0]), ctx.surface(op.outputs[0])
+    n, c, h, w = x.shape
+    rank = len(ctx.graph.tensors[op.inputs[0]].shape)
+    axes = {a + 4 - rank for a in op.attrs["axes"]}
+    if op.attrs.get("gamma") is not None or op.attrs.get("beta") is not None:
+        raise UnsupportedError("layer_norm with gamma/beta: Apple's h13 compiler refuses the "
+                               "affine form", where=where(op))
+    if n != 1 or (h, w) != (1, 1) or 1 not in axes:
+        raise UnsupportedError(f"layer_norm {'x'.join(map(str, x.shape))} axes "
+                               f"{list(op.attrs['axes'])}: only [1, C, 1, 1] over C is supported "
+                               "on h13 yet", where=where(op))
+    eps = float(op.attrs.get("epsilon", 1e-5))
+    unit, pair = 0x10, 0x20  # one value per row; [mean, factor] rows side by side
+    x_base = 2 * pair  # x stays in L2 after the two statistics rows
+
+    mean = _pe(op.name, c=1, h=c, w=1, tile=LN_FIRST_TILE, task_type="reduce")
+    pe_arith(mean, {}, final=1.0 / c)
+    mean.set("ne.KernelCfg", Bit12=1)
+    S.dram_source(mean, x, cache=SRC_FETCH_KEEP, row=x.plane, plane=x.batch, depth=x.plane)
+    _region(mean, "src", x_base, unit, pair, unit, unit)
+    mean.set("l2.SourceCfg", **KEEP_SOURCE)
+    l2.result(mean, base=0, cfg=l2.RESULT_KEEP)
+    _region(mean, "res", 0, unit, pair, unit)
+
+    factor = _pe(op.name, c=1, h=c, w=1, tile=c, task_type="variance")
+    factor.set("common.Unk2C", Log2TileHeight=4)
+    factor.set("common.Unk30", Value=2)
+    pe_arith(factor, dict(OpMode=4, NLMode=2, FirstSrc=1, SecSrc=2), final=1.0 / c)
+    factor.set("pe.PreScale", Low16=lut._bits(eps))
+    factor.set("ne.KernelCfg", Bit12=1, Bit14=1)
+    _region(factor, "src", 0, unit, pair, unit)
+    factor.set("l2.SourceCfg", **L2_READ)
+    _region(factor, "src2", x_base, unit, pair, unit)
+    l2.result(factor, base=pair, cfg=MIDDLE_RESULT)
+    _region(factor, "res", pair, unit, pair, unit)
+
+    out = _pe(op.name, c=c, h=1, w=1, tile=1, task_type="scale_bias")
+    out.set("common.Unk30", Value=0x80)
+    pe_arith(out, dict(OpMode=0, SecSrc=3))
+    out.set("ne.KernelCfg", Bit14=1)
+    S.dram_source(out, x, cache=SRC_FETCH_LAST)
+    row = pe_row(c, 1)
+    _region(out, "src", x_base, unit, row, c * unit, c * unit)
+    out.set("l2.SourceCfg", SourceType=2, DMAFmt=1, DMAInterleave=1, AliasPlanarRslt=1)
+    _region(out, "src2", 0, unit, pair, unit)
+    l2.result(out, base=x_base + row, cfg=LAST_RESULT)
+    S.dram_dest(out, y)
+    return [mean, factor, out]
+
+
+def softmax(ctx, op) -> list:
+    x, y = ctx.surface(op.inputs[0]), ctx.surface(op.outputs[0])
+    n, c, h, w = x.shape
+    rank = len(ctx.graph.tensors[op.inputs[0]].shape)
+    if (n, c, h) != (1, 1, 1) or op.attrs["axis"] + 4 - rank != 3:
+        raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis {op.attrs['axis']}: "
+                               "only the last axis of a [1, 1, 1, W] tensor is supported on h13 "
+                               "yet", where=where(op))
+    unit, row = 0x10, l2_channel_stride(w)
+    values, x_base = unit, unit + row  # max / 1/sum at 0, the W values after, x after them
+
+    peak = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="reduce")
+    pe_arith(peak, dict(PoolMode=2))
+    peak.set("l2.L2Cfg", PaddingMode=1)
+    peak.set("ne.KernelCfg", Bit12=1)
+    S.dram_source(peak, x)
+    _region(peak, "src", x_base, row, row, row, row)
+    peak.set("l2.SourceCfg", **KEEP_SOURCE)
+    l2.result(peak, base=0, cfg=l2.RESULT_KEEP)
+    _region(peak, "res", 0, unit, unit, unit)
+
+    shift = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="binary")
+    shift.set("common.Unk2C", Log2TileHeight=1)
+    shift.set("common.Unk30", Value=0x10)
+    pe_arith(shift, dict(OpMode=0, SecSrc=3), scale=LOG2_E)
+    shift.set("ne.KernelCfg", Bit14=1)
+    _region(shift, "src", x_base, row, row, row)
+    shift.set("l2.SourceCfg", **L2_READ)
+    _region(shift, "src2", 0, unit, unit, unit)
+    l2.result(shift, base=values, cfg=MIDDLE_RESULT)
+    _region(shift, "res", values, row, row, row)
+
+    exp = TaskSpec(op.name, "ne")
+    S.dims(exp, 1, 1, w, 1, 1, w)
+    S.conv_cfg(exp)
+    S.group_cfg(exp, unicast=True)
+    exp.set("common.TileCfg", TileHeight=1)
+    exp.set("common.Cfg", ActiveNE=0, ShPref=1, ShMin=1, ShMax=1)
+    exp.set("ne.MACCfg", OpMode=4, KernelMode=1, NonlinearMode=2)
+    _region(exp, "src", values, row, row, row)
+    exp.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
+    l2.result(exp, base=values, cfg=MIDDLE_RESULT)
+    _region(exp, "res", values, row, row, row)
+    lut_fetch(ctx, exp, lut.exp2(), 1)
+
+    total = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="reduce")
+    pe_arith(total, dict(NLMode=1))
+    total.set("ne.KernelCfg", Bit12=1)
+    _region(total, "src", values, row, row, row)
+    total.set("l2.SourceCfg", Dependent=1, DMAInterleave=1, AliasPlanarRslt=1)
+    l2.result(total, base=0, cfg=MIDDLE_RESULT)
+    _region(total, "res", 0, unit, unit, unit)
+
+    out = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="binary")
+    out.set("common.Unk30", Value=1)
+    pe_arith(out, dict(OpMode=1, SecSrc=2))
+    out.set("ne.KernelCfg", Bit14=1)
+    _region(out, "src", 0, unit, unit, unit)
+    out.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
+    _region(out, "src2", values, row, row, row)
+    l2.result(out, base=x_base, cfg=LAST_RESULT)
+    S.dram_dest(out, y)
+    return [peak, shift, exp, total, out]

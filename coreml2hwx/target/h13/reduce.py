@@ -1,0 +1,172 @@
+"""Reductions: reduce_sum / reduce_mean / reduce_max over the axes the oracles cover.
+
+* over H and W (or W of a one-row tensor): one PE task that keeps the input's view and lets the
+  PE reduce (Common.Cfg task type 5; PE.Cfg 0 sum, PoolMode 2 max with L2Cfg.PaddingMode 1;
+  FinalScale 1/N for a mean): `reduce_{sum,mean}_axes_2_3`, `reduce_probe_mean_ax3_1x8x1x64`;
+  with keep_dims = False the [1, C] result is written along W (ResultType 1, Common 0x30 = 0x400):
+  `reduce_probe_max_ax2_3_1x64x8x8_flat`;
+* over C, H and W: the same PE task viewing the tensor as one channel of C rows by W, with H as
+  depth (`reduce_probe_sum_ax1_2_3_1x128x16x16`);
+* max over C: one NE task (MACCfg OpMode 3, UnicastCin = C, one NE): `reduce_max_axes_1`;
+* sum / mean over C: an NE copy that transposes each pixel's channels into L2 (8 NEs, Cfg bit 28),
+  then a PE reduction over them (`reduce_mean_axes_1`).
+"""
+
+from __future__ import annotations
+
+from coreml2hwx.errors import UnsupportedError
+from coreml2hwx.target.h13 import l2, spec as S
+from coreml2hwx.target.h13.activation import NE_BYPASS, ne_row, sh_max
+from coreml2hwx.target.h13.context import where
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
+from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
+from coreml2hwx.target.h13.operand import CHANNEL_VECTOR
+from coreml2hwx.target.h13.spec import TaskSpec
+
+REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max"}
+FLAT_RESULT = 0x400  # Common 0x30 when the reduced result is written along W
+
+
+def _pe_op(op, count: int) -> tuple[dict, float]:
+    if op.type == "reduce_max":
+        return dict(PoolMode=2), 1.0
+    return {}, 1.0 / count if op.type == "reduce_mean" else 1.0
+
+
+def lower_reduce(ctx, op) -> list:
+    x, y = ctx.surface(op.inputs[0]), ctx.surface(op.outputs[0])
+    rank = len(ctx.graph.tensors[op.inputs[0]].shape)
+    axes = tuple(sorted(a + 4 - rank for a in op.attrs["axes"]))  # on the [N, C, H, W] view
+    n, c, h, w = x.shape
+    desc = f"{op.type} {'x'.join(map(str, x.shape))} axes {list(op.attrs['axes'])}"
+    if n != 1 or rank != 4:
+        raise UnsupportedError(f"{desc}: only rank-4 inputs with batch 1 are supported on h13 yet",
+                               where=where(op))
+    keep = bool(op.attrs.get("keep_dims"))
+    if axes == (2, 3) or (axes == (3,) and h == 1):
+        if not keep and op.type != "reduce_max":
+            raise UnsupportedError(f"{desc} keep_dims=False: only reduce_max has an oracle for "
+                                   "the flattened form", where=where(op))
+        return [spatial(ctx, op, x, y, flat=not keep)]
+    if axes == (1, 2, 3) and keep:
+        return [whole(ctx, op, x, y)]
+    if axes == (1,) and keep:
+        if op.type == "reduce_max":
+            return [channel_max(ctx, op, x, y)]
+        return channel_sum(ctx, op, x, y)
+    raise UnsupportedError(f"{desc} keep_dims={keep}: this reduction is not supported on h13 yet",
+                           where=where(op))
+
+
+def _pe_task(op, *, cin, hin, win, tile, task_type="reduce"):
+    spec = TaskSpec(op.name, "pe")
+    S.dims(spec, cin, hin, win, cin, hin, win)
+    S.conv_cfg(spec)
+    S.group_cfg(spec)
+    pe_common(spec, task_type=task_type, width=win, tile_height=tile)
+    return spec
+
+
+def spatial(ctx, op, x, y, *, flat: bool) -> TaskSpec:
+    _, c, h, w = x.shape
+    spec = _pe_task(op, cin=c, hin=h, win=w, tile=h)
+    fields, final = _pe_op(op, h * w)
+    pe_arith(spec, fields, final=final)
+    if op.type == "reduce_max":
+        spec.set("l2.L2Cfg", PaddingMode=1)
+    S.dram_source(spec, x)
+    row = l2.source(spec, base=0, channels=c, width=w, row=pe_row(c, w))
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=h * row)
+    S.dram_dest(spec, y)
+    if flat:
+        vector = round_up(2 * c, 16)
+        spec.set("common.Unk30", Value=FLAT_RESULT)
+        spec.set("l2.ResultCfg", ResultType=1, L2BfrMode=0)
+        spec.set("l2.ConvResultChannelStride", Stride=vector // 16)
+        spec.set("l2.ConvResultRowStride", Stride=vector // 16)
+        spec.set("l2.ResultDepthStride", Value=vector)
+        spec.set("l2.ResultGroupStride", Value=vector)
+        spec.set("tile_dma_dst.DMAConfig", L2BfrMode=0)
+    return spec
+
+
+def whole(ctx, op, x, y) -> TaskSpec:
+    """C x H x W viewed as one channel of C rows (x's plane stride) with H as depth (x's rows)."""
+    _, c, h, w = x.shape
+    spec = _pe_task(op, cin=1, hin=c, win=w, tile=c)
+    S.dims(spec, 1, c, w, 1, c, w, depth=h)
+    spec.set("common.Unk2C", Log2TileHeight=min(5, c.bit_length() - 1))
+    fields, final = _pe_op(op, c * h * w)
+    pe_arith(spec, fields, final=final)
+    if op.type == "reduce_max":
+        spec.set("l2.L2Cfg", PaddingMode=1)
+    S.dram_source(spec, x, row=x.plane, plane=x.batch, depth=x.row, group=x.batch)
+    ch = l2_channel_stride(w)
+    row = pe_row(h, w)
+    l2.source(spec, base=0, channels=1, width=w, row=row)
+    spec.set("l2.Src1GroupStride", Value=h * ch)
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=c * row)
+    S.dram_dest(spec, y)
+    return spec
+
+
+def channel_max(ctx, op, x, y) -> TaskSpec:
+    _, c, h, w = x.shape
+    spec = TaskSpec(op.name, "ne")
+    S.dims(spec, c, h, w, 1, h, w)
+    S.conv_cfg(spec)
+    S.group_cfg(spec, unicast=True, unicast_cin=c)
+    spec.set("common.TileCfg", TileHeight=h)
+    spec.set("common.Cfg", ActiveNE=0, ShMax=sh_max(h, w))
+    spec.set("l2.L2Cfg", PaddingMode=1)
+    spec.set("ne.MACCfg", OpMode=3, KernelMode=1)
+    S.dram_source(spec, x)
+    row = l2.source(spec, base=0, channels=c, width=w, row=ne_row(c, h, w))
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=h * row)
+    S.dram_dest(spec, y)
+    return spec
+
+
+def channel_sum(ctx, op, x, y) -> list:
+    _, c, h, w = x.shape
+    pixel = round_up(2 * c, 16)  # one pixel's C values, side by side
+    result_row = l2.UNIT * l2.pe_row_stride(w * pixel // l2.UNIT)
+
+    copy = TaskSpec(op.name, "ne")
+    S.dims(copy, c, h, w, c, h, w)
+    S.conv_cfg(copy)
+    S.group_cfg(copy, unicast=True)
+    copy.set("common.TileCfg", TileHeight=h)
+    copy.set("common.Cfg", ActiveNE=3, ShMax=sh_max(h, w), Bit28=1)
+    copy.set("ne.MACCfg", **NE_BYPASS)
+    copy.first_fetch_is_bypass = True
+    S.dram_source(copy, x)
+    l2.result(copy, base=0, cfg=l2.RESULT_KEEP)
+    copy.set("l2.ConvResultChannelStride", Stride=pixel // 16)
+    copy.set("l2.ConvResultRowStride", Stride=result_row // 16)
+    copy.set("l2.ResultDepthStride", Value=w * pixel)
+    base = h * result_row
+    l2.source(copy, base=base, channels=c, width=w, row=ne_row(c, h, w))
+    copy.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+
+    total = TaskSpec(op.name, "pe")
+    S.dims(total, w, 1, c, w, 1, c)
+    S.conv_cfg(total)
+    S.group_cfg(total, groups=h)
+    pe_common(total, task_type="reduce", width=c, tile_height=1)
+    total.set("common.Unk30", Value=FLAT_RESULT)
+    fields, final = _pe_op(op, c)
+    pe_arith(total, fields, final=final)
+    l2.source(total, base=0, channels=w, width=c, channel_stride=pixel, row=w * pixel)
+    total.set("l2.Src1GroupStride", Value=result_row)
+    total.set("l2.SourceCfg", AliasConvRslt=1, DMAInterleave=1)
+    l2.result(total, base=base, cfg=dict(ResultType=1, DMAFmt=1, DMAInterleave=1))
+    total.set("l2.ConvResultChannelStride", Stride=1)
+    total.set("l2.ConvResultRowStride", Stride=pixel // 16)
+    total.set("l2.ResultDepthStride", Value=16)
+    S.dram_dest(total, y, row=y.batch, plane=y.batch, depth=y.batch, group=y.row)
+    total.set("tile_dma_dst.DMAConfig", L2BfrMode=0)
+    return [copy, total]
