@@ -78,6 +78,10 @@ def lower_op(ctx: Context, op) -> list:
         return [elementwise.unary_pe(ctx, op, op_fields=dict(Cond=1))]
     if op.type in activation.ACTIVATIONS:
         return [activation.activation(ctx, op)]
+    if op.type == "linear" and "bias" in ctx.inline_attrs(op):
+        raise UnsupportedError(f"linear {_shapes(ctx, op)}: an inline bias tensor; Apple's h13 "
+                               "compiler refuses it (upstream oracle linear_k256_n512)",
+                               where=where(op))
     raise UnsupportedError(f"{op.type} {_shapes(ctx, op)}: no h13 lowering rule for this op yet",
                            where=where(op))
 

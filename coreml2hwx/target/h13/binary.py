@@ -2,13 +2,17 @@
 
 * both operands runtime, same shape: one PE task (`elementwise.binary_same_shape`);
 * a runtime operand of a broadcast shape: NE copy into L2 + PE task (`operand`);
-* real_div of two runtime tensors: reciprocal LUT (8 NEs) + PE multiply (`binary_real_div_1x64x1x1`);
+* real_div of two runtime tensors: reciprocal LUT + PE multiply (`binary_real_div_1x64x1x1`:
+  8 NEs, the result a per-channel vector; upstream `binary_real_div_1x64x8x8`: 16 NEs, the result
+  a PE-layout operand);
+* pow of two runtime tensors: three NE tasks (`binary_pow_1x64x1x1`, upstream `..._1x64x8x8`);
 * a scalar constant c: add / mul fold into one PE task's Bias / Scale (`binary_add_c64_constant_scalar`,
   `env_bcast_mul_*_scalar`); maximum / minimum become a two-line LUT clip(c, +inf) / clip(-inf, c)
   on the NE (`binary_maximum_c512_constant_scalar`); real_div stages rows [0; 1/c] (2 tasks);
 * a BLOBFILE tensor constant: staged from the constant section, add / mul as rows [bias; scale]
-  ([c; 1] and [0; c]: `binary_add_c512_constant_blob`, h14 `binary_mul_c512_constant_blob`), the
-  other ops use it as a plain operand (`binary_minimum_c64_constant_blob`).
+  ([c; 1], [-c; 1] and [0; c]: `binary_add_c512_constant_blob`, upstream
+  `binary_sub_c64_constant_blob`, h14 `binary_mul_c512_constant_blob`), the other ops use it as a
+  plain operand (`binary_minimum_c64_constant_blob`).
 
 Refused like Apple refuses them: inline tensor constants, real_div by a BLOBFILE tensor (oracle
 README "Things worth knowing"; callback_status=1).
@@ -65,7 +69,8 @@ def real_div(ctx, op, a, b) -> list:
     if x.shape[2:] == (1, 1):
         producer, staged = operand.lut_vector(ctx, op.name, z, lut.reciprocal(), keep_source=False)
     else:
-        producer, staged = operand.lut_surface(ctx, op.name, z, lut.reciprocal())
+        producer, staged = operand.lut_surface(ctx, op.name, z, lut.reciprocal(),
+                                               keep_source=False)
     consumer = operand.pe_with_operand(op.name, x, ctx.surface(op.outputs[0]), staged,
                                        elementwise.PE_OPS["mul"])
     return [producer, consumer]
@@ -92,9 +97,11 @@ def constant_operand(ctx, op, a, b) -> list:
     # A per-channel constant is staged as a vector along W whatever x's spatial size
     # (`env_bcast_mul_1x64x8x8_blob_1x64x1x1`: Common 0x30 = 0x200 with an 8x8 x).
     per_channel = z[1] == x.shape[1] > 1 and z[2] == z[3] == 1
-    if op.type in ("add", "mul") and per_channel:
+    if op.type in ("add", "sub", "mul") and per_channel:
+        # rows [bias; scale]: x + z = [z; 1], x - z = [-z; 1] (upstream
+        # binary_sub_c64_constant_blob), x * z = [0; z]
         ones, zeros = np.ones_like(flat), np.zeros_like(flat)
-        rows = np.stack([flat, ones] if op.type == "add" else [zeros, flat])
+        rows = np.stack({"add": [flat, ones], "sub": [-flat, ones], "mul": [zeros, flat]}[op.type])
         producer, staged = operand.stage_constant(ctx, op.name, rows, operand.CHANNEL_VECTOR)
         return [producer, operand.pe_with_operand(op.name, x, y, staged, ADD, scale_bias=True)]
     if per_channel:
@@ -142,26 +149,30 @@ def _dims(shape) -> str:
 def residual(ctx, act, add) -> list:
     """y = x + f(x): the LUT task keeps x in L2 (SourceType 1) for the PE add (2 tasks)."""
     x = ctx.surface(act.inputs[0])
-    if x.shape[2:] != (1, 1) or x.n != 1:
-        raise UnsupportedError(f"{act.type} + add residual {_dims(x.shape)}: only [1, C, 1, 1] is "
+    if x.n != 1:
+        raise UnsupportedError(f"{act.type} + add residual {_dims(x.shape)}: batch > 1 is not "
                                "supported on h13 yet", where=where(add))
     if act.type == "relu":
         raise UnsupportedError("x + relu(x): Apple folds it into one task whose encoding is not "
                                "known yet", where=where(add))
-    producer, staged = operand.lut_vector(ctx, act.name, x, activation.table_of(act),
-                                          keep_source=True)
+    table = activation.table_of(act)
+    if x.shape[2:] == (1, 1):
+        producer, staged = operand.lut_vector(ctx, act.name, x, table, keep_source=True)
+    else:
+        producer, staged = operand.lut_surface(ctx, act.name, x, table, keep_source=True)
     consumer = operand.pe_with_operand(add.name, None, ctx.surface(add.outputs[0]), staged, ADD,
                                        shape=x.shape)
     return [producer, consumer]
 
 
 def power(ctx, op, a, b) -> list:
-    """x ** y as exp2(y * log2 x) in three NE tasks (`binary_pow_1x64x1x1`): copy y into L2,
+    """x ** y as exp2(y * log2 x) in three NE tasks (`binary_pow_1x64x1x1`, upstream
+    `binary_pow_1x64x8x8`): copy y into L2,
     log2(x) from its LUT next to it (channel pairs [y, log2 x], 0x10 apart), then an element-wise
     product of each pair (ElemMultMode, UnicastCin 2) through the exp2 LUT.  H13 places the second
     table 0x800 after the first (lut-rules §2)."""
     x, z, y = ctx.surface(a), ctx.surface(b), ctx.surface(op.outputs[0])
-    if x.shape != z.shape or x.shape[2:] != (1, 1) or x.n != 1:
-        raise UnsupportedError(f"pow {_dims(x.shape)} ** {_dims(z.shape)}: only two [1, C, 1, 1] "
-                               "operands are supported on h13 yet", where=where(op))
+    if x.shape != z.shape or x.n != 1:
+        raise UnsupportedError(f"pow {_dims(x.shape)} ** {_dims(z.shape)}: only same-shape "
+                               "operands with batch 1 are supported on h13 yet", where=where(op))
     return operand.power_tasks(ctx, op.name, x, z, y)

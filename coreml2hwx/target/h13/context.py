@@ -52,13 +52,13 @@ class Context:
         """"inline" for a tensor constant written out in the model text, else None.
 
         Apple's compiler refuses inline tensor operands and biases (oracle README).  The frontend
-        marks them in `graph.metadata["inline_constants"]` (TODO lead: not yet recorded there)."""
+        marks them in `graph.metadata["inline_constants"]`."""
         inline = self.graph.metadata.get("inline_constants", ())
         return "inline" if name in inline else None
 
     def inline_attrs(self, op: Op) -> tuple:
         """Weight attributes of `op` given as inline tensors in the model text (frontend mark
-        `op.attrs["inline"]`; TODO lead: not yet recorded by the frontend)."""
+        `op.attrs["inline"]`)."""
         return tuple(op.attrs.get("inline", ()))
 
     def add_constants(self, data: bytes) -> int:

@@ -22,13 +22,14 @@ from coreml2hwx.target.h13.spec import TaskSpec
 CONV = dict(OpMode=0, KernelMode=0)
 
 
-def conv_cfg_sh(spec: TaskSpec, *, hout: int, kernel: int, depthwise: bool):
+def conv_cfg_sh(spec: TaskSpec, *, hout: int, kernel: int, dense: bool):
     """Common.Cfg of a conv task (ActiveNE 4).  Fitted on the 18 oracle convs (census §6.1 notes):
     Hout <= 8 -> SmallSourceMode with ShPref = ShMin = ShMax = 4; Hout 16 -> ShMax 3, plus
-    ShPref = ShMin = 3 for a dense 3x3 kernel."""
+    ShPref = ShMin = 3 for a dense (groups 1) 3x3 kernel; grouped and depthwise 3x3 kernels keep
+    ShMax 3 alone (`env_conv_k3_c64_n64_s16_st1_g64_bias0`, upstream `..._g4_bias1`)."""
     if hout <= 8:
         spec.set("common.Cfg", SmallSourceMode=1, ShPref=4, ShMin=4, ShMax=4)
-    elif kernel > 1 and not depthwise:
+    elif kernel > 1 and dense:
         spec.set("common.Cfg", ShPref=3, ShMin=3, ShMax=3)
     else:
         spec.set("common.Cfg", ShMax=3)
@@ -77,7 +78,7 @@ def lower_conv(ctx, op, relu=False, output=None) -> TaskSpec:
     spec.set("common.ConvCfg", Px=pads[2], Py=pads[0])
     S.group_cfg(spec, groups=1 if depthwise else groups, unicast=depthwise)
     spec.set("common.TileCfg", TileHeight=hout)
-    conv_cfg_sh(spec, hout=hout, kernel=kernel, depthwise=depthwise)
+    conv_cfg_sh(spec, hout=hout, kernel=kernel, dense=groups == 1)
     plane_in, plane_out = x.plane, y.plane
     S.dram_source(spec, x, group=(cin if depthwise else cin_g) * plane_in)
     S.dram_dest(spec, y, group=(cout if depthwise else cout_g) * plane_out)

@@ -1,16 +1,18 @@
 """Header ExeCycles: Apple's compiler writes an estimate of each task's run time (census §5).
 
-The estimate is a fitted model, not a known formula.  What the oracles support (Apple H13 tasks, the
-visible set plus the upstream envelope cases used while fitting):
+The estimate is a fitted model, not a known formula.  It reproduces every task of the visible
+oracles and of the 26 upstream Apple oracles transcribed while fitting (about 130 tasks):
 
-    ExeCycles = floor(sum over the task's DRAM streams (1.9 x lines + 0.375 x planes) / 1024)
-
-where a stream is each DMA source and the DMA destination, `lines` its 64-byte rows
-(C x H x ceil(2W/64) per batch element) and `planes` its channel planes (C per batch element).
-It reproduces every element-wise PE and NE task: 1x1 shapes (floor(4.5 C / 1024) per stream pair),
-8x8, 16x16, 32x32 and 224x224, batched shapes.  A PE task with two DMA sources of width 1 costs
-9 C / 1024, as if it had four streams (binary_{add,sub,minimum}_*, env_bcast_*_runtime_*x1x1).
-Tasks that fetch weights add their kernel bytes (see `kernel_cycles`).
+    ExeCycles = floor(total / 1024), total = the sum of
+      * each DMA stream (source 1, source 2, destination): 1.898 x its 64-byte lines
+        (N x C x H x ceil(2W / 64)) + 0.375 x its runs (one per channel of the task's view, times
+        the groups when the rows of one tensor are the groups; one per 512-element piece of a row
+        when W > 512);
+      * a PE task with two DMA sources of width 1 pays source 1 once more (binary_{add,sub,
+        minimum}_*, env_bcast_*_runtime_*x1x1), and so does an NE task keeping a W = 1 source in
+        L2 for the next task (env_chain_residual_*_1x768x1x1);
+      * kernel DMA: 1.915 per 64-byte line and 1 per distinct chunk, plus 0.0058 per line of a
+        chunk beyond its first 448 KiB (env_mm_r2rb_m1_k{4096,8192}_*: 983 and 3933 cycles).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ LINE = 1.898
 PLANE = 0.375
 KERNEL_LINE = 1.915
 KERNEL_RUN = 1
+LARGE_CHUNK = 0x70000  # kernel chunks beyond this many bytes stream a little slower ...
+LARGE_CHUNK_LINE = 0.0058  # ... per 64-byte line past it (env_mm_r2rb_m1_k{4096,8192}_*)
 UNIT = 1024
 
 
@@ -47,21 +51,23 @@ def runs(n, c, h, w) -> int:
     return n * c
 
 
-VIEW_RUNS = True
-
-
 def exe_cycles(spec) -> int:
     if "ExeCycles" in spec.header:
         return spec.header["ExeCycles"]
     cin, cout = spec.get("common.Cin", "Cin", 1), spec.get("common.Cout", "Cout", 1)
+    groups = spec.get("common.GroupConvCfg", "NumGroups", 1)
+    if spec.src1 is not None and spec.src1.n == 1 and groups > 1:
+        # one run per channel of every group (rows as groups: reduce_probe_sum_ax3_1x64x8x8)
+        cin, cout = cin * groups, cout * groups
     total = 0.0
     for surface, channels in ((spec.src1, cin), (spec.src2, cin), (spec.dst, cout)):
         if surface is not None:
-            total += view_cost(surface, channels) if VIEW_RUNS else stream_cost(surface)
-    if spec.kept_source:  # keeping the source in L2 costs a second source stream
+            total += view_cost(surface, channels)
+    if spec.kept_source and spec.src1.w == 1:  # a W = 1 source kept in L2 costs it twice
         total += view_cost(spec.src1, cin)
     if spec.src2 is not None and spec.src1.w == 1:
-        total += stream_cost(spec.src1)  # the W = 1 two-source PE case (see the docstring)
+        total += stream_cost(spec.src1)  # the W = 1 two-source PE case
     chunks = set(spec.kernel_chunks)
     total += KERNEL_LINE * sum(size for _, size in chunks) / 64 + KERNEL_RUN * len(chunks)
+    total += LARGE_CHUNK_LINE * sum(max(0, size - LARGE_CHUNK) for _, size in chunks) / 64
     return int(total // UNIT)

@@ -1,10 +1,12 @@
 """matmul on the NE, in the three forms the oracles cover.
 
 1. x runtime [M, K] (rank 2, or rank 3 with a leading 1), constant w [N, K] with transpose_y,
-   M <= 8: two tasks (`matmul_m{1,8}_*_ty1`, `env_mm_r{2,3}rb_m1_*_tx0_ty1`).  Task 0 copies x into
-   L2 transposed (K channels of M values; NE bypass, result kept in L2, the DRAM "scratch" slot 3
-   named but not written); task 1 is a 1x1 convolution over those K channels with N outputs whose
-   weights are packed like a convolution's with 16 lanes (ane-facts §2.10 matvec permutation).
+   M <= 8 or M = 64: two tasks (`matmul_m{1,8}_*_ty1`, `env_mm_r{2,3}rb_m1_*_tx0_ty1`, upstream
+   `matmul_m64_k{256,1024}_*`; M = 16 takes three tasks upstream and is refused).  Task 0
+   copies x into L2 transposed (K channels of M values; NE bypass, result kept in L2, the DRAM
+   "scratch" slot 3 named but not written); task 1 is a 1x1 convolution over those K channels
+   with N outputs whose weights are packed like a convolution's with 16 lanes (ane-facts §2.10
+   matvec permutation).
 2. x runtime [K, 1] with transpose_x, constant w [N, K] with transpose_y: the convolution alone
    (`env_mm_r2rb_m1_k2048_n2048_tx1_ty1`).
 3. both runtime, x [16, K] times w [K, N] (no transposes): one task reading w as a K-channel image
@@ -144,7 +146,7 @@ def matvec(ctx, op, x: Surface | None, k: int, n: int, m: int, *, from_dram: boo
     # set at K = 256, 512 (matmul_m{1,8}_*), K = 1024 (upstream matmul_m{1,2}_k1024_*), clear at
     # K = 2048 (env_mm_r{2,3}rb_m1_k2048_*, 32 KiB) and M = 64, K = 256 (upstream, 36 KiB).
     if k * ch <= SMALL_SOURCE_BYTES:
-        conv_cfg_sh(spec, hout=1, kernel=1, depthwise=False)
+        conv_cfg_sh(spec, hout=1, kernel=1, dense=True)
     spec.set("ne.MACCfg", **CONV)
     if from_dram:
         S.dram_source(spec, x, **_channels_view(x))

@@ -5,9 +5,10 @@ layer_norm over the channels of a [1, C, 1, 1] tensor (no affine; `layer_norm_1x
   0. the mean: a sum-reduction over the C values viewed as C rows (FinalScale 1/C), keeping x;
   1. 1/sqrt(variance + eps) from x and the mean (PE.Cfg 0x92010, eps in PreScale's low half);
   2. (x - mean) x that factor, with [mean; factor] as the L2 operand (PE subtract, bias/scale form).
-softmax over the last axis of a [1, 1, 1, W] tensor (`norm_softmax_an1_1x1x1x64`), 5 tasks:
+softmax over the last axis of a [1, C, 1, W] tensor (`norm_softmax_an1_1x1x1x64`, upstream
+`norm_softmax_an1_1x8x1x64`), 5 tasks:
   0. max over W (PE PoolMode 2), keeping x;  1. (x - max) x log2(e) (PE subtract, Scale);
-  2. exp2 LUT on one NE (in place);  3. 1 / sum over W (PE.Cfg 0x1000);  4. the product.
+  2. exp2 LUT on log2(C) NEs (in place);  3. 1 / sum over W (PE.Cfg 0x1000);  4. the product.
 The reductions whose result stays in L2 set NE.KernelCfg bit 12 (and header DisallowAbort), the
 tasks that read such a result bit 14 (census §6.4 notes).
 """
@@ -20,7 +21,8 @@ from coreml2hwx.target.h13 import l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
-from coreml2hwx.target.h13.layout import l2_channel_stride
+from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
+from coreml2hwx.target.h13.operand import active_engines
 from coreml2hwx.target.h13.spec import SRC_FETCH_KEEP, SRC_FETCH_LAST, TaskSpec
 
 LOG2_E = 1.4426950408889634
@@ -30,6 +32,9 @@ L2_READ = dict(DMAInterleave=1, AliasPlanarRslt=1)  # 0x00400100
 MIDDLE_RESULT = dict(DMAFmt=1, DMAInterleave=1)  # 0x00000140
 LAST_RESULT = dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1)  # 0x0000014A
 LN_FIRST_TILE = 32  # layer_norm task 0 tiles its C rows 32 at a time (both oracles)
+# Common 0x30 flags of the softmax PE tasks: a source broadcast along W, a source that is a
+# per-channel vector (source 1 / source 2), and a reduction writing such a vector.
+BROADCAST_W1, BROADCAST_W2, VECTOR1, VECTOR2, FLAT_RESULT = 0x1, 0x10, 0x100, 0x200, 0x400
 
 
 def _pe(name, *, c, h, w, tile, task_type):
@@ -116,62 +121,74 @@ def softmax(ctx, op) -> list:
     x, y = ctx.surface(op.inputs[0]), ctx.surface(op.outputs[0])
     n, c, h, w = x.shape
     rank = len(ctx.graph.tensors[op.inputs[0]].shape)
-    if (n, c, h) != (1, 1, 1) or op.attrs["axis"] + 4 - rank != 3:
+    if (n, h) != (1, 1) or op.attrs["axis"] % rank != rank - 1:
         raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis {op.attrs['axis']}: "
-                               "only the last axis of a [1, 1, 1, W] tensor is supported on h13 "
+                               "only the last axis of a [1, C, 1, W] tensor is supported on h13 "
                                "yet", where=where(op))
-    unit, row = 0x10, l2_channel_stride(w)
-    values, x_base = unit, unit + row  # max / 1/sum at 0, the W values after, x after them
+    if w == 1:
+        raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis {op.attrs['axis']}: "
+                               "a last axis of size 1 (Apple transposes it through DRAM: upstream "
+                               "softmax_1x512x1x1) is not supported on h13 yet", where=where(op))
+    # Per-channel max and 1/sum sit at 0 as one vector (16 bytes for C <= 8), the C rows of W
+    # values after it, x after them (`norm_softmax_an1_1x1x1x64`, upstream `..._1x8x1x64`).
+    ch = l2_channel_stride(w)
+    unit, row = round_up(2 * c, 16), c * ch
+    values, x_base = unit, unit + row
+    vector = c > 1  # the per-channel results travel as a vector along W (Common 0x30 flags)
 
-    peak = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="reduce")
+    peak = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
     pe_arith(peak, dict(PoolMode=2))
     peak.set("l2.L2Cfg", PaddingMode=1)
     peak.set("ne.KernelCfg", Bit12=1)
+    if vector:
+        peak.set("common.Unk30", Value=FLAT_RESULT)
     S.dram_source(peak, x)
-    _region(peak, "src", x_base, row, row, row, row)
+    _region(peak, "src", x_base, ch, row, row, row)
     peak.set("l2.SourceCfg", **KEEP_SOURCE)
     l2.result(peak, base=0, cfg=l2.RESULT_KEEP)
     _region(peak, "res", 0, unit, unit, unit)
 
-    shift = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="binary")
+    shift = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
     shift.set("common.Unk2C", Log2TileHeight=1)
-    shift.set("common.Unk30", Value=0x10)
+    shift.set("common.Unk30", Value=BROADCAST_W2 | (VECTOR2 if vector else 0))
     pe_arith(shift, dict(OpMode=0, SecSrc=3), scale=LOG2_E)
     shift.set("ne.KernelCfg", Bit14=1)
-    _region(shift, "src", x_base, row, row, row)
+    _region(shift, "src", x_base, ch, row, row)
     shift.set("l2.SourceCfg", **L2_READ)
     _region(shift, "src2", 0, unit, unit, unit)
     l2.result(shift, base=values, cfg=MIDDLE_RESULT)
-    _region(shift, "res", values, row, row, row)
+    _region(shift, "res", values, ch, row, row)
 
     exp = TaskSpec(op.name, "ne")
-    S.dims(exp, 1, 1, w, 1, 1, w)
+    S.dims(exp, c, 1, w, c, 1, w)
     S.conv_cfg(exp)
     S.group_cfg(exp, unicast=True)
     exp.set("common.TileCfg", TileHeight=1)
-    exp.set("common.Cfg", ActiveNE=0, ShPref=1, ShMin=1, ShMax=1)
+    exp.set("common.Cfg", ActiveNE=active_engines(c), ShPref=1, ShMin=1, ShMax=1)
     exp.set("ne.MACCfg", OpMode=4, KernelMode=1, NonlinearMode=2)
-    _region(exp, "src", values, row, row, row)
+    _region(exp, "src", values, ch, row, row)
     exp.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
     l2.result(exp, base=values, cfg=MIDDLE_RESULT)
-    _region(exp, "res", values, row, row, row)
-    lut_fetch(ctx, exp, lut.exp2(), 1)
+    _region(exp, "res", values, ch, row, row)
+    lut_fetch(ctx, exp, lut.exp2(), min(c, 16))
 
-    total = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="reduce")
+    total = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
+    if vector:
+        total.set("common.Unk30", Value=FLAT_RESULT)
     pe_arith(total, dict(NLMode=1))
     total.set("ne.KernelCfg", Bit12=1)
-    _region(total, "src", values, row, row, row)
+    _region(total, "src", values, ch, row, row)
     total.set("l2.SourceCfg", Dependent=1, DMAInterleave=1, AliasPlanarRslt=1)
     l2.result(total, base=0, cfg=MIDDLE_RESULT)
     _region(total, "res", 0, unit, unit, unit)
 
-    out = _pe(op.name, c=1, h=1, w=w, tile=1, task_type="binary")
-    out.set("common.Unk30", Value=1)
+    out = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
+    out.set("common.Unk30", Value=BROADCAST_W1 | (VECTOR1 if vector else 0))
     pe_arith(out, dict(OpMode=1, SecSrc=2))
     out.set("ne.KernelCfg", Bit14=1)
     _region(out, "src", 0, unit, unit, unit)
     out.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
-    _region(out, "src2", values, row, row, row)
+    _region(out, "src2", values, ch, row, row)
     l2.result(out, base=x_base, cfg=LAST_RESULT)
     S.dram_dest(out, y)
     return [peak, shift, exp, total, out]

@@ -135,21 +135,30 @@ def lut_vector(ctx, name: str, x: Surface, table: bytes, *, keep_source: bool
                          kept_source=keep_source)
 
 
-def lut_surface(ctx, name: str, x: Surface, table: bytes) -> tuple[TaskSpec, Operand]:
+def lut_surface(ctx, name: str, x: Surface, table: bytes, *, keep_source: bool
+                ) -> tuple[TaskSpec, Operand]:
     """NE LUT of a spatial [C, H, W] input whose result the next PE task reads as a same-shape
     second source: the usual 16-NE LUT task, but its result stays in L2 at 0 laid out as a PE
     source (`pe_row` rows) and its input is staged right after it, at H rows of that
-    (`binary_real_div_1x64x8x8`, upstream oracle: result 0x420/0x10, source at 0x2100)."""
+    (`binary_real_div_1x64x8x8`, upstream oracle: result 0x420/0x10, source at 0x2100).
+    Keeping the input for the PE task (x + f(x), upstream `env_chain_residual_gelu_1x64x8x8`)
+    stages it with PE rows too and sets ShPref = ShMin = ShMax = 4."""
     _, c, h, w = x.shape
     spec = _ne_task(name, c, h, w, active_ne=4)
     spec.set("ne.MACCfg", NonlinearMode=2)
     row, channel = pe_row(c, w), pe_channel(w)
     _keep_result(spec, channel=channel, row=row, depth=c * channel)
-    l2.source(spec, base=h * row, channels=c, width=w, row=ne_row(c, h, w))
+    source_row = row if keep_source else ne_row(c, h, w)
+    l2.source(spec, base=h * row, channels=c, width=w, row=source_row)
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    if keep_source:
+        spec.set("l2.SourceCfg", SourceType=1)
+        spec.set("common.Cfg", ShPref=4, ShMin=4, ShMax=4)
+        spec.kept_source = True
     S.dram_source(spec, x)
     lut_fetch(ctx, spec, table, 16)
-    return spec, Operand(channel, row, c * channel, 0, h * row)
+    return spec, Operand(channel, row, c * channel, 0, h * row, source_row=source_row,
+                         kept_source=keep_source)
 
 
 def pe_with_operand(name: str, x: Surface | None, y: Surface, operand: Operand, op_fields: dict,
@@ -188,23 +197,26 @@ RESULT_LAST = dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1)  # 0x00
 
 
 def power_tasks(ctx, name: str, x: Surface, z: Surface, y: Surface) -> list:
-    """The three tasks of x ** z for [1, C, 1, 1] operands (see `binary.power`)."""
+    """The three tasks of x ** z for same-shape operands (see `binary.power`)."""
     _, c, h, w = x.shape
     pair = 2 * l2_channel_stride(w)  # [z, log2 x] side by side per channel
-    row = c * pair
+    # One row of pairs is unpadded; several rows are padded like a PE source (64x8x8: 0x800 ->
+    # 0x820, upstream binary_pow_1x64x8x8), and each task's own input comes after them.
+    row = c * pair if h == 1 else l2.UNIT * l2.pe_row_stride(c * pair // l2.UNIT)
+    source_row = ne_row(c, h, w)
 
     copy = _ne_task(name, c, h, w, active_ne=4)
     copy.first_fetch_is_bypass = True
-    _keep_result(copy, channel=pair, row=row, depth=row)
-    l2.source(copy, base=row, channels=c, width=w)
+    _keep_result(copy, channel=pair, row=row, depth=c * pair)
+    l2.source(copy, base=h * row, channels=c, width=w, row=source_row)
     copy.set("l2.SourceCfg", **l2.SOURCE_STREAM)
     S.dram_source(copy, z)
 
     log = _ne_task(name, c, h, w, active_ne=4)
     log.set("ne.MACCfg", NonlinearMode=2)
-    l2.source(log, base=row, channels=c, width=w)
+    l2.source(log, base=h * row, channels=c, width=w, row=source_row)
     log.set("l2.SourceCfg", SourceType=2, DMAFmt=1, DMAInterleave=1)
-    _keep_result(log, channel=pair, row=row, depth=row)
+    _keep_result(log, channel=pair, row=row, depth=c * pair)
     log.set("l2.ResultCfg", AliasConvSrc=0, AliasConvRslt=0, AliasPlanarSrc=0, AliasPlanarRslt=0)
     log.set("l2.ResultBase", Addr=l2_channel_stride(w) // 16)
     S.dram_source(log, x)
@@ -215,13 +227,13 @@ def power_tasks(ctx, name: str, x: Surface, z: Surface, y: Surface) -> list:
     S.conv_cfg(exp)
     S.group_cfg(exp, unicast=True, unicast_cin=2, elem_mult=True)
     exp.set("common.TileCfg", TileHeight=h)
-    exp.set("common.Cfg", ActiveNE=4, ShPref=1, ShMin=1, ShMax=1)
+    exp.set("common.Cfg", ActiveNE=4, ShPref=1, ShMin=1, ShMax=max(1, sh_max(h, w)))
     exp.set("common.DPE", Category=2)
     exp.set("ne.MACCfg", OpMode=2, KernelMode=1, NonlinearMode=2)
-    l2.source(exp, base=0, channels=2 * c, width=w)
+    l2.source(exp, base=0, channels=2 * c, width=w, row=row)
     exp.set("l2.Src1GroupStride", Value=0)
     exp.set("l2.SourceCfg", AliasConvRslt=1, DMAInterleave=1)
-    l2.result(exp, base=row, cfg=RESULT_LAST)
+    l2.result(exp, base=h * row, cfg=RESULT_LAST)
     S.dram_dest(exp, y)
     lut_fetch(ctx, exp, lut.exp2(), 16)
     return [copy, log, exp]

@@ -4,7 +4,9 @@
   PE reduce (Common.Cfg task type 5; PE.Cfg 0 sum, PoolMode 2 max with L2Cfg.PaddingMode 1;
   FinalScale 1/N for a mean): `reduce_{sum,mean}_axes_2_3`, `reduce_probe_mean_ax3_1x8x1x64`;
   with keep_dims = False the [1, C] result is written along W (ResultType 1, Common 0x30 = 0x400):
-  `reduce_probe_max_ax2_3_1x64x8x8_flat`;
+  `reduce_probe_max_ax2_3_1x64x8x8_flat` (sum and mean alike);
+* over W of a several-row tensor: the same task with each row a group (upstream
+  `reduce_probe_sum_ax3_1x64x8x8`);
 * over C, H and W: the same PE task viewing the tensor as one channel of C rows by W, with H as
   depth (`reduce_probe_sum_ax1_2_3_1x128x16x16`);
 * max over C: one NE task (MACCfg OpMode 3, UnicastCin = C, one NE): `reduce_max_axes_1`;
@@ -44,10 +46,11 @@ def lower_reduce(ctx, op) -> list:
                                where=where(op))
     keep = bool(op.attrs.get("keep_dims"))
     if axes == (2, 3) or (axes == (3,) and h == 1):
-        if not keep and op.type != "reduce_max":
-            raise UnsupportedError(f"{desc} keep_dims=False: only reduce_max has an oracle for "
-                                   "the flattened form", where=where(op))
+        # The flattened form is observed for reduce_max; sum and mean differ from it only in
+        # the PE operation, as their keep_dims forms differ from max's (reduce_*_axes_2_3).
         return [spatial(ctx, op, x, y, flat=not keep)]
+    if axes == (3,) and keep:
+        return [rows(ctx, op, x, y)]
     if axes == (1, 2, 3) and keep:
         return [whole(ctx, op, x, y)]
     if axes == (1,) and keep:
@@ -88,6 +91,25 @@ def spatial(ctx, op, x, y, *, flat: bool) -> TaskSpec:
         spec.set("l2.ResultDepthStride", Value=vector)
         spec.set("l2.ResultGroupStride", Value=vector)
         spec.set("tile_dma_dst.DMAConfig", L2BfrMode=0)
+    return spec
+
+
+def rows(ctx, op, x, y) -> TaskSpec:
+    """Over W of a several-row tensor: the one-row reduction with each of the H rows a group
+    (DMA views: group stride = one row, row stride = the whole tensor; upstream
+    `reduce_probe_sum_ax3_1x64x8x8`)."""
+    _, c, h, w = x.shape
+    spec = _pe_task(op, cin=c, hin=1, win=w, tile=1)
+    S.group_cfg(spec, groups=h)
+    fields, final = _pe_op(op, w)
+    pe_arith(spec, fields, final=final)
+    if op.type == "reduce_max":
+        spec.set("l2.L2Cfg", PaddingMode=1)
+    S.dram_source(spec, x, row=x.batch, group=x.row)
+    row = l2.source(spec, base=0, channels=c, width=w, row=pe_row(c, w))
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=row)
+    S.dram_dest(spec, y, row=y.batch, group=y.row)
     return spec
 
 
