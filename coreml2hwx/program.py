@@ -88,6 +88,11 @@ class Program:
     constants: bytes = b""
     tensors: list[Tensor] = field(default_factory=list)
     name: str = "net"
+    # What a reader learnt beside the program itself; never part of comparing two programs:
+    # the container's program-descriptor fields, and (for an oracle JSON, which keeps no
+    # constant bytes) the constant section's summary in the oracle's shape.
+    descriptor: dict | None = field(default=None, compare=False, repr=False)
+    constant_summary: dict | None = field(default=None, compare=False, repr=False)
 
     @property
     def inputs(self) -> list[Tensor]:

@@ -41,8 +41,7 @@ def load(path, *, raw_target=None):
     from coreml2hwx import hwx
 
     program = hwx.load_program(path, raw_target=raw_target)
-    descriptor = getattr(program, "descriptor", None)
-    return program, generation(program.target), descriptor
+    return program, generation(program.target), program.descriptor
 
 
 def run(args):

@@ -53,7 +53,7 @@ def task_diffs(i: int, a: Task, b: Task, gen: Generation, state_a=None, state_b=
 
 def constant_identity(program: Program) -> tuple[int, str]:
     """(size, sha256) of the constant section; an oracle-derived program has only its summary."""
-    summary = getattr(program, "constant_summary", None)
+    summary = program.constant_summary
     if summary and not program.constants:
         return summary["size"], summary["sha256"]
     return len(program.constants), hashlib.sha256(program.constants).hexdigest()

@@ -116,7 +116,7 @@ def program_listing(program: Program, gen: Generation, *, title: str = "",
     lines.append("tensors")
     lines += tensor_lines(program) or ["  (none recorded)"]
     lines.append("constant section")
-    summary = getattr(program, "constant_summary", None)
+    summary = program.constant_summary
     if summary and not program.constants:
         lines.append(f"  {summary['size']} bytes (known by its summary only), sha256 "
                      f"{summary['sha256']}")
