@@ -39,6 +39,17 @@ def round_up(value: int, align: int) -> int:
     return -(-value // align) * align
 
 
+def place_tasks(tasks: list[Task], encode_task, start: bytes = b"") -> bytes:
+    """Each task's words at its `offset` after `start`, zero padding between; offsets increase."""
+    out = bytearray(start)
+    for task in tasks:
+        if task.offset < len(out):
+            raise ValueError(f"task at {task.offset:#x} overlaps the previous one")
+        out += bytes(task.offset - len(out))
+        out += pack_words(encode_task(task))
+    return bytes(out)
+
+
 @dataclass(frozen=True)
 class ChainedFormat:
     """H11/H13 style stream (see module docstring).
@@ -146,13 +157,7 @@ class ChainedFormat:
 
     def encode(self, tasks: list[Task]) -> bytes:
         """Tasks at their `offset`s, zero padding between (offsets must increase)."""
-        out = bytearray()
-        for task in tasks:
-            if task.offset < len(out):
-                raise ValueError(f"task at {task.offset:#x} overlaps the previous one")
-            out += bytes(task.offset - len(out))
-            out += pack_words(self.encode_task(task))
-        return bytes(out)
+        return place_tasks(tasks, self.encode_task)
 
     def layout(self, tasks: list[Task]) -> None:
         """Fill in offsets and the chaining header fields (NextSize, NextPointer) in place."""
@@ -251,13 +256,8 @@ class FramedFormat:
     def encode(self, tasks: list[Task]) -> bytes:
         """Tasks at their `offset`s; the lead frame fills the first 16 bytes when they are free."""
         lead = pack_words(self.lead_frame)
-        out = bytearray(lead if tasks and tasks[0].offset >= len(lead) else b"")
-        for task in tasks:
-            if task.offset < len(out):
-                raise ValueError(f"task at {task.offset:#x} overlaps the previous one")
-            out += bytes(task.offset - len(out))
-            out += pack_words(self.encode_task(task))
-        return bytes(out)
+        start = lead if tasks and tasks[0].offset >= len(lead) else b""
+        return place_tasks(tasks, self.encode_task, start)
 
     def layout(self, tasks: list[Task]) -> None:
         """Fill in offsets (after the lead frame) and the size field of header word 0."""

@@ -13,7 +13,7 @@ import pytest
 
 from coreml2hwx.hwx import load_program, read_hwx
 from coreml2hwx.hwx.descriptors import parse_stab
-from tests.conftest import shared_files
+from tests.conftest import PLIST_PAIRS, shared_files
 from tests.hwx.hwx_helpers import apple_hwx_files, short_id
 
 HWX = apple_hwx_files()
@@ -107,28 +107,6 @@ def test_tensor_descriptors_agree_with_the_stabs(path):
         row = -(-2 * w // 64) * 64  # §1.7 row stride rule
         assert td["strides"] == [c * h * row, h * row, row, 2]
         assert td["total_bytes"] == c * h * row
-
-
-# PROVENANCE.md pairs each hwx with the plist compiled into it.  Two stated pairings disagree with
-# the files and are left out: ops/relu.hwx (W = 77) is said to come from a5aced8d4799's neuron.plist
-# (W = 678), and history 73ae6d78211e's gemm.hwx (C = 64) from a gemm.plist with C = 128.
-PLIST_PAIRS = {
-    "extra/accel/ane/ops/sigmoid.hwx": "extra/accel/ane/2_compile/simple/neuron.plist",
-    "extra/accel/ane/ops/concat.hwx": "extra/accel/ane/2_compile/simple/concat.plist",
-    "extra/accel/ane/ops/conv.hwx": "extra/accel/ane/2_compile/simple/conv.plist",
-    "extra/accel/ane/ops/gemm.hwx": "history/aae2e3520880/ane/2_compile/simple/gemm.plist",
-    "extra/accel/ane/ops/sum.hwx": "extra/accel/ane/2_compile/plists/sum.plist",
-    "history/73536a753947/ane/compiled/model.hwx": "history/73536a753947/ane/compiled/net.plist",
-    "history/e03759f01d32/ane/ops/concat.hwx":
-        "history/e03759f01d32/ane/2_compile/simple/concat.plist",
-    "history/ff52f832dc06/ane/ops/conv.hwx": "history/ff52f832dc06/ane/2_compile/simple/conv.plist",
-    "history/ddd6778423fe/ane/2_compile/model.hwx.golden":
-        "history/ddd6778423fe/ane/2_compile/neuron.plist",
-    "history/d4d8bd0337ca/ane/2_compile/model.hwx.golden":
-        "history/d4d8bd0337ca/ane/2_compile/min.plist",
-    "history/e2184c20ad8f/ane/2_compile/model.hwx.golden":
-        "history/e2184c20ad8f/ane/2_compile/min.plist",
-}
 
 
 @pytest.mark.parametrize("hwx_name", sorted(PLIST_PAIRS))

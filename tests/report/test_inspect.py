@@ -17,23 +17,11 @@ from coreml2hwx.cli import main
 from coreml2hwx.hwx import load_program
 from coreml2hwx.report.jsonview import program_from_json, program_to_json
 from coreml2hwx.target import generation
-from tests.conftest import load_json, oracle_files, shared_files
+from tests.conftest import PLIST_PAIRS, load_json, oracle_files, shared_files
 
 COMPILED = [p for t in ("h13", "h14") for p in oracle_files(t) if load_json(p)["task_descriptors"]]
 TINYGRAD = "artifacts/tinygrad_tinygrad"
-# hwx -> the net.plist it was compiled from (PROVENANCE.md), where decoding the tasks confirms the
-# pairing.  Left out: ops/relu.hwx (W=77, its plist says 678) and history/73ae6d78211e gemm.hwx
-# (C=64, its plist says 128): PROVENANCE warns the pairing is only "same commit".
-PLIST_PAIRS = {
-    "extra/accel/ane/ops/sigmoid.hwx": "extra/accel/ane/2_compile/simple/neuron.plist",
-    "extra/accel/ane/ops/concat.hwx": "extra/accel/ane/2_compile/simple/concat.plist",
-    "extra/accel/ane/ops/conv.hwx": "extra/accel/ane/2_compile/simple/conv.plist",
-    "extra/accel/ane/ops/gemm.hwx": "history/aae2e3520880/ane/2_compile/simple/gemm.plist",
-    "extra/accel/ane/ops/sum.hwx": "extra/accel/ane/2_compile/plists/sum.plist",
-    "history/73536a753947/ane/compiled/model.hwx": "history/73536a753947/ane/compiled/net.plist",
-    "history/e03759f01d32/ane/ops/concat.hwx": "history/e03759f01d32/ane/2_compile/simple/concat.plist",
-    "history/ff52f832dc06/ane/ops/conv.hwx": "history/ff52f832dc06/ane/2_compile/simple/conv.plist",
-}
+
 
 
 @pytest.mark.parametrize("path", COMPILED, ids=lambda p: f"{p.parent.name}/{p.stem}")
