@@ -21,6 +21,7 @@ by the driver, tiles 0), 2/3 intermediates, 4.. outputs, then inputs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from construct import Array, ConstructError, Int32ul, Int64ul, Struct
 
@@ -294,6 +295,40 @@ def hwx_to_anec(hwx, header_size: int = 0x1000) -> bytes:
                                  file=hwx.file, offset=hwx.program_descriptor_offset) from None
 
 
+# Header fields that name a BAR slot for a tile DMA (the kernel slot KBase0 = 1 is the constant
+# section, which the driver places itself: eiln-drv, ane-facts §4.3).
+TILE_SLOT_FIELDS = (("RBase0", "RBE0"), ("RBase1", "RBE1"), ("WBase", "WBE"), ("TBase", "TBE"))
+
+
+def driver_slots(tensors: list[Tensor]) -> list[Tensor]:
+    """The tensors re-slotted as the Asahi driver binds buffers (ane-facts §4.1, anecc, libane):
+    outputs from slot 4, inputs right after them, intermediates at 3 then 2, each role in order."""
+    order = {"output": iter(range(4, SLOTS)),
+             "input": iter(range(4 + sum(t.role == "output" for t in tensors), SLOTS)),
+             "intermediate": iter((3, 2))}
+    out = []
+    for t in tensors:
+        slot = next(order[t.role], None)
+        if slot is None:
+            raise UnsupportedError(f"the .anec driver convention has no slot left for {t.role} "
+                                   f"tensor {t.name!r}")
+        out.append(dataclasses.replace(t, slot=slot))
+    return out
+
+
+def rebind_slots(tasks, mapping: dict[int, int], gen) -> None:
+    """Rewrite every enabled tile-DMA slot field of the task headers through `mapping`: the
+    tasks then read and write the same tensors in their new slots."""
+    header = gen.maps.HEADER
+    for task in tasks:
+        values = {}
+        for slot_field, enable in TILE_SLOT_FIELDS:
+            if header.get(task.header, enable):
+                old = header.get(task.header, slot_field)
+                values[slot_field] = mapping.get(old, old)
+        task.header = header.encode(values, task.header)[:len(task.header)]
+
+
 def write_anec(program: Program, header_size: int = 0x1000) -> bytes:
     """A new `.anec` for an H13 Program (tasks laid out on copies, as `write_hwx` does; empty
     constants become 16 KiB of zeros, as Apple writes them)."""
@@ -305,14 +340,17 @@ def write_anec(program: Program, header_size: int = 0x1000) -> bytes:
     gen = generation("h13")
     tasks = copy.deepcopy(program.tasks)
     gen.layout(tasks)
+    tensors = driver_slots(program.tensors)
+    rebind_slots(tasks, {old.slot: new.slot for old, new in zip(program.tensors, tensors)
+                         if old.slot is not None}, gen)
     slots = {}
-    for i, slot in default_slots(program.tensors).items():
-        t = program.tensors[i]
+    for i, slot in default_slots(tensors).items():
+        t = tensors[i]
         shape = None
         if t.role in ("input", "output"):
             shape = (*t.shape, t.strides[1], t.strides[2])
         slots[slot] = (_buffer_bytes(t), shape)
-    roles = [t.role for t in program.tensors]
+    roles = [t.role for t in tensors]
     return build_anec(text=gen.encode_stream(tasks), constants=program.constants or EMPTY_CONSTANTS,
                       td_size=4 * tasks[0].size_words, td_count=len(tasks), slots=slots,
                       src_count=roles.count("input"), dst_count=roles.count("output"),

@@ -115,3 +115,26 @@ def test_run_output_dir_matches_reference_across_host_and_ane(tmp_path):
     ran, ref = np.load(tmp_path / "ran/y.npy"), np.load(tmp_path / "ref/y.npy")
     assert ran.shape == ref.shape == (1, 64, 8, 8)
     np.testing.assert_array_equal(ran.astype(np.float16), ref.astype(np.float16))
+
+
+def test_anec_binds_buffers_as_the_asahi_driver_does(shared, tmp_path):
+    """The new-compiler slot plan (inputs 4 and 6, output 5: oracle binary_sub) differs from the
+    driver's (outputs from 4, inputs after: anecc / libane, ane-facts §4.1).  The .anec must move
+    the tasks to the driver's slots: run with inputs bound as src0, src1 it computes x - z."""
+    import numpy as np
+
+    from coreml2hwx.sim import run_program
+
+    model = mil_file(shared, tmp_path, "binary_sub_1x4096x1x1")
+    out = tmp_path / "out"
+    assert main([str(model), "-o", str(out), "--format", "both"]) == 0
+    hwx_program, anec_program = load_program(out / "model.hwx"), load_program(out / "model.anec")
+    assert [(t.role, t.slot) for t in anec_program.tensors] == [("output", 4), ("input", 5),
+                                                                ("input", 6)]
+    rng = np.random.default_rng(1)
+    x, z = (rng.standard_normal((1, 4096, 1, 1)).astype(np.float16) for _ in range(2))
+    names = [t.name for t in hwx_program.inputs]
+    expected = run_program(hwx_program, dict(zip(names, (x, z))))
+    got = run_program(anec_program, {"src0": x, "src1": z})
+    np.testing.assert_array_equal(got["dst0"], expected[hwx_program.outputs[0].name])
+    np.testing.assert_array_equal(got["dst0"], (x.astype(np.float32) - z).astype(np.float16))
