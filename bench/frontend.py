@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[0] = str(ROOT)  # the repo, not bench/ (bench/inspect.py would shadow the stdlib module)
 
 
 def _median_time(fn, runs=5):
