@@ -3,8 +3,12 @@
 Programs timed (each must compile with our H13 compiler, `coreml2hwx.target.h13.lower`; a model
 the compiler refuses is reported and skipped):
 * a 1x1-conv-heavy program: conv 256 -> 256 on 1x256x32x32 (67 M multiply-adds);
-* whole models the compiler can produce: conv 64 -> 64 on 1x64x56x56, a 3x3 depthwise-free conv,
-  an element-wise add and a matmul.
+* single-op programs: conv 64 -> 64 on 1x64x56x56, a 3x3 depthwise-free conv, an element-wise
+  add and a matmul;
+* a whole model (`--model`, default mobilenet_v2 at 224x224 from tests/models/zoo.py, converted by
+  coremltools to .mlmodel): compiled by `compiler.compile_model`, run by `execute.run_compiled`
+  (ANE segments in the simulator, host segments in the reference evaluator), against the torch
+  module's own forward pass on the CPU; `--model none` skips it.
 Each is also timed in torch doing the same math on the CPU: fp16 tensors in, float32 arithmetic,
 fp16 out (`op(x.float()).half()`), the same weights, one thread for both (OPENBLAS_NUM_THREADS=1
 unless set).  The fastest of `--repeat` runs is used (the machine is shared; the minimum is the
@@ -125,10 +129,40 @@ def bench(name, model, repeat, torch):
     return sim / ref
 
 
+def bench_model(name: str, size: int, repeat: int, torch):
+    """Whole model: simulated compiled output folder vs torch's forward, both on this CPU."""
+    from coreml2hwx.compiler import compile_model, write_outputs
+    from coreml2hwx.execute import run_compiled
+    from tests.models.zoo import Zoo
+
+    with tempfile.TemporaryDirectory() as tmp:
+        zoo = Zoo(Path(tmp) / "zoo")
+        try:
+            compiled = compile_model(zoo.path(name, "mlmodel", size=size))
+        except Coreml2hwxError as err:
+            print(f"{name} {size}x{size}: not compiled ({err.line()})")
+            return None
+        out = Path(tmp) / "out"
+        write_outputs(compiled, out)
+        module, inputs = zoo.torch_model(name, size)
+        sim = best_time(lambda: run_compiled(out, inputs), max(1, repeat // 5))
+        x = [torch.from_numpy(v) for v in inputs.values()]
+        with torch.no_grad():
+            ref = best_time(lambda: module(*x), repeat)
+    ane = [s for s in compiled.segments if s.device == "ane"]
+    tasks = sum(len(s.program.tasks) for s in ane)
+    host = sum(len(s.ops) for s in compiled.segments if s.device == "host")
+    print(f"{name} {size}x{size}: {len(ane)} ANE program(s), {tasks} task(s), {host} host op(s); "
+          f"run {sim * 1e3:.1f} ms, torch {ref * 1e3:.1f} ms, ratio {sim / ref:.1f}")
+    return sim / ref
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--model", default="mobilenet_v2", help="zoo model, or none")
+    parser.add_argument("--size", type=int, default=224, help="the model's input side")
     args = parser.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
@@ -139,6 +173,8 @@ def main(argv=None):
     bench("3x3 conv 64->64 @16x16", conv_model(64, 64, 16, 3, rng), args.repeat, torch)
     bench("add 1x256x32x32", add_model(256, 32, rng), args.repeat, torch)
     bench("matmul 8x512 @ 512x1024", matmul_model(8, 512, 1024, rng), args.repeat, torch)
+    if args.model != "none":
+        bench_model(args.model, args.size, args.repeat, torch)
     if conv_ratio is None:
         print("sim 1x1-conv ratio to torch: n/a (the compiler refused the model)")
     else:

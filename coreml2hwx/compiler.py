@@ -7,6 +7,10 @@ Placement asks the target's own lowering whether it can compile each op (so what
 and what the compiler does can never disagree): an op the target refuses runs on the host, with
 the refusal as its reason.  Consecutive ops of one placement form a segment; each ANE segment
 becomes one program, host segments are evaluated by the reference evaluator (`coreml2hwx run`).
+
+Inside an ANE program the target chains the ops itself (H13: intermediates in the DRAM scratch
+slot 3, `target/h13/context.py`).  Pooling, resizing and other ops no Apple program shows stay on
+the host; their reason names the missing rule.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def subgraph(graph: Graph, ops: list[Op], name: str) -> Graph:
     """A graph of `ops` alone: what they read from outside becomes inputs (constants stay
     constants), what the rest of `graph` reads from them becomes outputs."""
     sub = Graph(name, source=graph.source)
+    sub.metadata = dict(graph.metadata)  # what the passes decided (e.g. apple_mil_checks)
     produced = {out for op in ops for out in op.outputs}
     for op in ops:
         for tensor in op.inputs:
@@ -91,16 +96,17 @@ def subgraph(graph: Graph, ops: list[Op], name: str) -> Graph:
 
 
 def place(graph: Graph, target: str) -> dict[str, Placement]:
-    lower = lowering(target).lower
+    mod = lowering(target)
+    # a target may answer "how many tasks" without encoding them (faster; same refusals)
+    count = getattr(mod, "count_tasks", None) or (lambda g: len(mod.lower(g).tasks))
     placement = {}
     for op in graph.ops:
         try:
-            program = lower(subgraph(graph, [op], op.name))
+            tasks = count(subgraph(graph, [op], op.name))
         except UnsupportedError as err:
             placement[op.name] = Placement("host", err.message)
         else:
-            placement[op.name] = Placement("ane", f"{len(program.tasks)} task(s)",
-                                           len(program.tasks))
+            placement[op.name] = Placement("ane", f"{tasks} task(s)", tasks)
     return placement
 
 
@@ -121,8 +127,9 @@ def segments_of(graph: Graph, placement: dict[str, Placement]) -> list[Segment]:
 
 def lower_segments(graph, segments, mod, log, progress=None) -> list[Segment]:
     """Lower every ANE segment to one program.  A segment the target cannot chain as a whole
-    (e.g. an intermediate it cannot keep on the ANE) becomes one program per op, the
-    intermediates passing through the host; each op alone was lowered during placement."""
+    (e.g. two ops that both need the same scratch slot) is cut into the longest runs that lower,
+    the intermediates between runs passing through the host; each op alone was lowered during
+    placement, so a run of one op always lowers."""
     out = []
     for i, seg in enumerate(segments):
         if progress:
@@ -136,14 +143,34 @@ def lower_segments(graph, segments, mod, log, progress=None) -> list[Segment]:
         except UnsupportedError as err:
             if len(seg.ops) == 1:
                 raise err.with_file(graph.source)
-            log.append(f"{seg.name}: split into {len(seg.ops)} single-op programs ({err.message})")
-            for op in seg.ops:
-                single = subgraph(graph, [op], op.name)
-                out.append(Segment(0, "ane", [op], single.input_names, single.output_names,
-                                   mod.lower(single)))
+            runs = lowerable_runs(graph, seg.ops, mod)
+            log.append(f"{seg.name}: cut into {len(runs)} programs ({err.message})")
+            for ops, program in runs:
+                sub = subgraph(graph, ops, ops[0].name)
+                out.append(Segment(0, "ane", ops, sub.input_names, sub.output_names, program))
     for index, seg in enumerate(out):
         seg.index = index
     return out
+
+
+def lowerable_runs(graph, ops, mod) -> list:
+    """[(ops, program)]: from the first op on, the longest run that lowers (found by bisection
+    on its length), then the same from the op after it."""
+    runs, start = [], 0
+    while start < len(ops):
+        good, bad = start + 1, len(ops) + 1  # a run of `good - start` ops lowers
+        best = mod.lower(subgraph(graph, ops[start:good], ops[start].name))
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            try:
+                best_mid = mod.lower(subgraph(graph, ops[start:mid], ops[start].name))
+            except UnsupportedError:
+                bad = mid
+            else:
+                good, best = mid, best_mid
+        runs.append((ops[start:good], best))
+        start = good
+    return runs
 
 
 def compile_model(path, target: str = "h13", *, strict: bool = False, progress=None) -> Compiled:

@@ -16,9 +16,10 @@ from coreml2hwx.ir.graph import Graph
 PASSES: dict[str, Callable[[Graph], str | None]] = {}
 
 # The default order: fold what is known at compile time, then fuse what one H13 task can do.
-DEFAULT_PIPELINE = ["fold_constants", "fold_batchnorm", "fuse_activation", "prune"]
+DEFAULT_PIPELINE = ["mil_checks", "fold_constants", "fold_batchnorm", "fuse_activation",
+                    "prune"]
 
-_MODULES = ["fold_constants", "fold_batchnorm", "fuse_activation", "prune"]
+_MODULES = ["mil_checks", "fold_constants", "fold_batchnorm", "fuse_activation", "prune"]
 
 
 def register(name: str):

@@ -22,9 +22,17 @@ def fuse_activation(graph):
         if (src is None or src.type not in FUSES_RELU or src.attrs.get("fused_activation")
                 or len(consumers.get(act.inputs[0], [])) != 1 or act.inputs[0] in graph.output_names):
             continue
+        if src.type == "add" and not _two_runtime_same_shape(graph, src):
+            continue  # Apple's add+relu task is the two-operand PE form only
         src.attrs["fused_activation"] = "relu"
         src.outputs[0] = act.outputs[0]  # the result keeps the name the model gives it
         del graph.tensors[act.inputs[0]]
         graph.ops.remove(act)
         fused += 1
     return f"fused {fused} relu into their producers" if fused else None
+
+
+def _two_runtime_same_shape(graph, op) -> bool:
+    a, b = op.inputs
+    return (not graph.is_constant(a) and not graph.is_constant(b)
+            and graph.tensors[a].shape == graph.tensors[b].shape)

@@ -125,7 +125,16 @@ RULES: list[tuple[str, object, str]] = [
     # along W/H, bit 4/5/7 source 2 along W/H/C, bit 9 source 2 channel-dense, bit 10 result
     # channels written along W.  Values: eiln softmax (0x10, 0x1), oracle env_bcast_* (0x20,
     # 0x30), layer_norm (0x2, 0x80), blob/real_div/chain (0x200), reduce_mean_axes_1 (0x400).
-    ("common.Unk30.Value", frozenset({0, 0x1, 0x2, 0x10, 0x20, 0x30, 0x80, 0x200, 0x400}), ALL),
+    # Upstream oracle norm_softmax_an1_1x8x1x64 (joshuaswarren/mil-hwx-compiler
+    # research/oracles/h13/, Apple's compiler on [1, 8, 1, 64] softmax over W): task 0 (max over W)
+    # and task 3 (1/sum over W) write with 0x400 into L2 and keep it there (ResultType 0); task 1
+    # reads the max back with 0x210 (source 2 channel-dense, broadcast along W) and task 4 reads
+    # 1/sum with 0x101: bit 0 (source 1 along W) and bit 8, source 1 channel-dense - the source-1
+    # twin of bit 9 [H], the only reading that puts task 3's result (ResultBase 0) under task 4's
+    # source 1 (SourceBase 0).  Our encoder emits these words; the program computes softmax
+    # (tests/sim/test_sim_sparse.py).
+    ("common.Unk30.Value", frozenset({0, 0x1, 0x2, 0x10, 0x20, 0x30, 0x80, 0x101, 0x200, 0x210,
+                                      0x400}), ALL),
     ("common.Cfg.SmallSourceMode", NO_EFFECT, "scheduling (allbilly: no effect on output)"),
     ("common.Cfg.Sh*", NO_EFFECT, "scheduling (allbilly: no effect on output)"),
     ("common.Cfg.ActiveNE", frozenset({0, 1, 2, 3, 4}), "= ENE - 1 (census 98/98)"),

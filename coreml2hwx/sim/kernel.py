@@ -18,16 +18,17 @@ hashes):
 * Grouped convs (NumGroups G): a chunk holds its plane of group 0, then of group 1, ...
 * Depthwise (GroupConvCfg.UnicastEn with weights): channel o is on chunk o % 16 as
   [bias] + its Kh*Kw taps, the channels of a chunk back to back, the chunk padded to 64 bytes.
-* Stride-2 convs (KernelCfg.SparseFmt) skip zero weights (jsw-h13td): a plane is a u16 byte count
-  of the rows, then per reduction index a zero byte and, per 8 lanes, a mask byte (bit l = lane l
-  is non-zero) and the non-zero fp16 values, then L/2 - 2 zero bytes.  Apple's hash confirms it
-  for 4-lane planes (env_conv_k1_c64_n64_s16_st2); wider or 3x3 sparse planes do not fit this
-  reading, and a chunk whose bytes do not parse exactly stops the run.
+* Stride-2 convs (KernelCfg.SparseFmt) skip zero weights: the plane layout is in `sparse`
+  (all six stride-2 oracle sections; a plane whose bytes do not parse exactly stops the run).
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
+
+from coreml2hwx.sim import sparse as zero_skipping
 
 
 CHANNELS = 16
@@ -123,34 +124,6 @@ def dense_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bo
     return w, b
 
 
-def sparse_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bool):
-    f = chunks.f
-    if bias:
-        raise f.fail("weights: a sparse (stride-2) plane with a bias row: layout not understood")
-    count = int.from_bytes(chunks.take(chunk, 2), "little")
-    start = chunks.pos[chunk]
-    w = np.zeros((reduction, lanes), F32)
-    for k in range(reduction):
-        if chunks.take(chunk, 1) != b"\0":
-            raise f.fail(f"weights: sparse row {k} on coefficient channel {chunk} does not start "
-                         "with a zero byte: layout not understood")
-        for group in range(0, lanes, 8):
-            mask = chunks.take(chunk, 1)[0]
-            width = min(8, lanes - group)
-            hot = [lane for lane in range(width) if mask >> lane & 1]
-            if mask >> width:
-                raise f.fail(f"weights: sparse mask {mask:#x} names lanes past {width}")
-            w[k, [group + lane for lane in hot]] = _halves(chunks.take(chunk, 2 * len(hot)))
-    if chunks.pos[chunk] - start != count:
-        raise f.fail(f"weights: sparse plane on coefficient channel {chunk} declares {count} bytes "
-                     f"of rows, has {chunks.pos[chunk] - start}: layout not understood")
-    tail = chunks.take(chunk, max(lanes // 2 - 2, 0))
-    if any(tail):
-        raise f.fail("weights: sparse plane tail is not zero: layout not understood")
-    chunks.align(chunk)
-    return w.T, None
-
-
 _UNPACKED: dict = {}  # (chunk bytes, layout parameters) -> (W, bias): weights read once
 _UNPACKED_MAX = 32
 
@@ -187,7 +160,8 @@ def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):
         chunks.check_consumed()
         return w, b
     reduction = cin * kh * kw
-    read_plane = sparse_plane if sparse else dense_plane
+    read_plane = (partial(zero_skipping.read_plane, cin=cin, kernel=(kh, kw)) if sparse
+                  else dense_plane)
     schedule = planes(cout, 1 << f.get("common.ConvCfg.OCGSize"))
     w = np.zeros((groups, cout, reduction), F32)
     b = np.zeros((groups, cout), F32) if bias else None

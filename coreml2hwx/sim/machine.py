@@ -50,6 +50,7 @@ RESULT_L2_STRIDES = ("l2.ResultGroupStride.Value", "l2.ResultDepthStride.Value",
 SRC1_BCAST_W, SRC1_BCAST_H = 1 << 0, 1 << 1
 SRC2_BCAST_W, SRC2_BCAST_H, SRC2_BCAST_C = 1 << 4, 1 << 5, 1 << 7
 SRC2_CHANNEL_DENSE = 1 << 9
+SRC1_CHANNEL_DENSE = 1 << 8  # upstream norm_softmax_an1_1x8x1x64#4 (evidence.py)
 RESULT_CHANNELS_ALONG_W = 1 << 10
 
 
@@ -131,9 +132,10 @@ class Task:
 
     def source1(self) -> np.ndarray:
         f = self.f
-        place = Placement(f.bytes("l2.SourceBase.Addr"), self._strides(SRC1_L2_STRIDES))
+        place = Placement(f.bytes("l2.SourceBase.Addr"), self._strides(SRC1_L2_STRIDES),
+                          channel_dense=bool(self.flags & SRC1_CHANNEL_DENSE))
         if f.get("tile_dma_src.DMAConfig.En") and f.header("RBE0"):
-            if self.flags & (SRC1_BCAST_W | SRC1_BCAST_H):
+            if self.flags & (SRC1_BCAST_W | SRC1_BCAST_H | SRC1_CHANNEL_DENSE):
                 raise f.fail("a broadcast first operand fetched from DRAM: never seen")
             self._check_format("tile_dma_src.Fmt", (FP16_DRAM,))
             data = self.memory.read(f.header("RBase0"), f.bytes("tile_dma_src.BaseAddr.Addr"),
@@ -186,9 +188,9 @@ class Task:
         f = self.f
         result_type = f.get("l2.ResultCfg.ResultType")
         along_w = bool(self.flags & RESULT_CHANNELS_ALONG_W)
-        if along_w != (result_type == 1):
+        if result_type == 1 and not along_w or along_w and result_type not in (0, 1):
             raise f.fail(f"l2.ResultCfg.ResultType = {result_type} with Common.Unk30 = "
-                         f"{self.flags:#x}: the two are seen together only")
+                         f"{self.flags:#x}: never seen together")
         if along_w:
             out = np.ascontiguousarray(out.swapaxes(2, 4))
         dense = self.on_ne and bool(f.get("common.Cfg.Bit28"))

@@ -18,10 +18,23 @@ from coreml2hwx.target.h13.assemble import assemble
 from coreml2hwx.target.h13.context import Context, where
 from coreml2hwx.target.h13 import activation, binary, conv, elementwise, matmul, norm, reduce
 
-__all__ = ["lower", "lower_op", "Context"]
+__all__ = ["lower", "lower_op", "count_tasks", "Context"]
 
 
 def lower(graph: Graph) -> Program:
+    ctx, specs = lower_specs(graph)
+    constants = bytes(ctx.constants) if ctx.constants else None
+    return assemble(specs, ctx.tensors(), constants)
+
+
+def count_tasks(graph: Graph) -> int:
+    """The number of tasks `lower(graph)` emits, without encoding them (whole-model placement
+    asks this of every op; raises UnsupportedError exactly where `lower` does before encoding)."""
+    return len(lower_specs(graph)[1])
+
+
+def lower_specs(graph: Graph):
+    """(Context, [TaskSpec]) of a graph: everything `lower` does before assembling."""
     ctx = Context(graph)
     specs = []
     ops = list(graph.ops)
@@ -34,8 +47,10 @@ def lower(graph: Graph) -> Program:
             continue
         specs.extend(lower_op(ctx, ops[i]))
         i += 1
-    constants = bytes(ctx.constants) if ctx.constants else None
-    return assemble(specs, ctx.tensors(), constants)
+    if ctx.scratch_size and any(op.type == "matmul" for op in ops):
+        raise UnsupportedError("a matmul's transposed copy uses the DRAM scratch slot 3 that "
+                               "chained intermediates need too: not combined on h13 yet")
+    return ctx, specs
 
 
 def fuse(ctx: Context, op, nxt) -> list | None:
@@ -46,7 +61,7 @@ def fuse(ctx: Context, op, nxt) -> list | None:
     if nxt is None or op.outputs[0] not in nxt.inputs or _used_later(ctx, op, nxt):
         return None
     if nxt.type == "relu" and op.type == "conv":
-        return [conv.lower_conv(ctx, op, relu=True, output=nxt.outputs[0])]
+        return conv.conv_tasks(ctx, op, relu=True, output=nxt.outputs[0])
     if nxt.type == "relu" and op.type in binary.SAME_SHAPE_RELU and not any(
             ctx.is_constant(t) for t in op.inputs):
         if ctx.shape(op.inputs[0]) == ctx.shape(op.inputs[1]):
@@ -62,8 +77,10 @@ def _used_later(ctx: Context, op, nxt) -> bool:
 
 
 def lower_op(ctx: Context, op) -> list:
+    if op.attrs.get("fused_activation"):
+        return fused_activation(ctx, op)
     if op.type == "conv":
-        return [conv.lower_conv(ctx, op)]
+        return conv.conv_tasks(ctx, op)
     if op.type == "matmul":
         return matmul.lower_matmul(ctx, op)
     if op.type == "softmax":
@@ -76,6 +93,8 @@ def lower_op(ctx: Context, op) -> list:
         return binary.lower_binary(ctx, op)
     if op.type == "abs":
         return [elementwise.unary_pe(ctx, op, op_fields=dict(Cond=1))]
+    if op.type == "concat":
+        return activation.concat(ctx, op)
     if op.type in activation.ACTIVATIONS:
         return [activation.activation(ctx, op)]
     if op.type == "linear" and "bias" in ctx.inline_attrs(op):
@@ -84,6 +103,22 @@ def lower_op(ctx: Context, op) -> list:
                                where=where(op))
     raise UnsupportedError(f"{op.type} {_shapes(ctx, op)}: no h13 lowering rule for this op yet",
                            where=where(op))
+
+
+def fused_activation(ctx: Context, op) -> list:
+    """An op the `fuse_activation` pass gave a relu: the two task forms Apple fuses a relu into
+    (conv: MACCfg.NonlinearMode 1, `conv_k1_c64_n64_s8_bias0_relu`; a same-shape runtime add:
+    PE.Cfg.ReluEn, `chain_add_relu_c512`).  Any other producer is refused rather than run
+    without its activation."""
+    act = op.attrs["fused_activation"]
+    if act == "relu" and op.type == "conv":
+        return conv.conv_tasks(ctx, op, relu=True)
+    if (act == "relu" and op.type in binary.SAME_SHAPE_RELU
+            and not any(ctx.is_constant(t) for t in op.inputs)
+            and ctx.shape(op.inputs[0]) == ctx.shape(op.inputs[1]) == ctx.shape(op.outputs[0])):
+        return [elementwise.binary_same_shape(ctx, op, relu=True)]
+    raise UnsupportedError(f"{op.type} {_shapes(ctx, op)} with a fused {act}: no Apple program "
+                           "shows this activation fused into this task form", where=where(op))
 
 
 def _shapes(ctx: Context, op) -> str:

@@ -36,6 +36,8 @@ def table_of(op) -> bytes:
         return lut.table(t)
     if t == "exp":
         return lut.exp2()
+    if t == "clip":  # relu6 / hardtanh: one two-line table (eiln relu6, hardtanh; lut-rules.md)
+        return lut.clip(float(a["min"]), float(a["max"]))
     raise UnsupportedError(f"{t}: no lookup-table rule on h13 yet", where=where(op))
 
 
@@ -76,8 +78,16 @@ def lut_fetch(ctx, spec: TaskSpec, table: bytes, channels: int):
     spec.lut_mode = lut.mode(table)
 
 
+def refused(ctx, op) -> bool:
+    """Apple refuses the op; for clip that is a MIL type check (fp32 bounds on fp16 x), which a
+    whole-model compile does not make (`passes/mil_checks.py`)."""
+    if op.type == "clip":
+        return ctx.graph.metadata.get("apple_mil_checks", True)
+    return op.type in REFUSED
+
+
 def activation(ctx, op) -> TaskSpec:
-    if op.type in REFUSED:
+    if refused(ctx, op):
         raise UnsupportedError(f"{op.type} {_dims(ctx.shape(op.inputs[0]))}: {REFUSED[op.type]}",
                                where=where(op))
     x, y = ctx.surface(op.inputs[0]), ctx.surface(op.outputs[0])
@@ -109,15 +119,45 @@ def ne_task(ctx, op, x, y, *, nonlinear: int) -> TaskSpec:
     S.dims(spec, c, h, w, c, h, w)
     S.conv_cfg(spec)
     S.group_cfg(spec, unicast=True)
-    ne_common(spec, active_ne=4, tile_height=h, width=w)
+    row = ne_row(c, h, w)
+    tile = l2.tile_height(h, lambda t: 2 * t * row)  # source rows, then as many result rows
+    if tile is None:
+        raise UnsupportedError(f"{op.type} {list(x.shape)}: one row does not fit the 2 MiB L2",
+                               where=where(op))
+    ne_common(spec, active_ne=4, tile_height=tile, width=w)
     S.dram_source(spec, x)
     S.dram_dest(spec, y)
-    row = l2.source(spec, base=0, channels=c, width=w, row=ne_row(c, h, w))
+    row = l2.source(spec, base=0, channels=c, width=w, row=row)
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
-    l2.result(spec, base=h * row)
+    l2.result(spec, base=tile * row)
     spec.set("ne.MACCfg", **NE_BYPASS, NonlinearMode=nonlinear)
     return spec
 
 
 def _dims(shape) -> str:
     return "x".join(map(str, shape))
+
+
+def concat(ctx, op) -> list[TaskSpec]:
+    """Concatenation over channels: one NE bypass copy per input into its channel range of the
+    output, addressed by TileDMADst.BaseAddr (tinygrad concat.hwx, Apple-compiled: 2 tasks,
+    MACCfg 0x0010000C, the second writing at BaseAddr 0x100000 = 16384 channel planes of 64 B)."""
+    shape = ctx.graph.tensors[op.outputs[0]].shape
+    axis = op.attrs["axis"] % len(shape)
+    y = ctx.surface(op.outputs[0])
+    if len(shape) != 4 or axis != 1 or y.n != 1:
+        raise UnsupportedError(f"concat {_dims(shape)} on axis {op.attrs['axis']}: only the "
+                               "channels of a batch-1 4-D tensor are supported on h13",
+                               where=where(op))
+    specs, first = [], 0
+    for name in op.inputs:
+        if ctx.is_constant(name):
+            raise UnsupportedError("concat of a constant is not supported on h13 yet",
+                                   where=where(op))
+        x = ctx.surface(name)
+        spec = ne_task(ctx, op, x, y, nonlinear=0)
+        if first:
+            spec.set("tile_dma_dst.BaseAddr", Addr=(y.offset + first * y.plane) // 64)
+        first += x.c
+        specs.append(spec)
+    return specs

@@ -28,8 +28,8 @@ EMPTY_CONSTANTS = bytes(16384)  # a program without constants carries 16 KiB of 
 def position_fields(spec: TaskSpec, index: int, count: int) -> dict:
     first, last = index == 0, index == count - 1
     log = 0x400 | (0x8 if first else 0) | (0x22 if last else 0)
-    if last:
-        debug = 0xFFF86A
+    if last:  # an NE copy writing the result: 0x6A (upstream reduce_probe_sum_ax2_1x64x8x8)
+        debug = 0x6A if spec.first_fetch_is_bypass else 0xFFF86A
     elif first:
         debug = 0x68 if spec.first_fetch_is_bypass else 0xFFF868
     else:

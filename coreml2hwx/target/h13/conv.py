@@ -1,4 +1,5 @@
-"""Convolution on the NE: one task per conv (census §3.1: every oracle conv is a single task).
+"""Convolution on the NE: one task per conv (census §3.1: every oracle conv is a single task),
+or one per round of output channels where the weight layout needs it (below).
 
 Registers (census §1.1 rules, 18 conv tasks): ConvCfg Kw/Kh = kernel, Sx/Sy = stride, Px/Py = the
 top/left pad, Ox = Oy = 1, OCGSize = log2(lanes); grouped convs put Cin/G, Cout/G in Cin/Cout and G
@@ -7,14 +8,25 @@ in NumGroups, depthwise keeps Cin = Cout = C with NumGroups 1 and UnicastEn; MAC
 equal chunks (`weights`).  TileDMASrc's group stride is one group's input planes, its depth stride
 all of them (the same on the destination side).
 
-Stride 2 is refused for now: Apple stores those kernels in a zero-skipping sparse form
-(KernelCfg.SparseFmt) whose layout for 3x3 kernels we have not reproduced.
+Output channels (`conv_tasks`).  Each coefficient channel stores its planes one after another;
+Apple's programs only show chunks whose planes are all 64-byte multiples (or one plane per chunk,
+tinygrad conv.hwx: 3 outputs, one 64-byte row each on chunks 0-2), so whether a dense chunk pads
+between planes is not known.  A conv whose planes would not all fit that evidence is split into one
+task per round of planes (16 x lanes outputs, or the < 16 left over, one per chunk as in tinygrad's
+conv.hwx); each task writes its channels at their offset in the output surface through
+TileDMADst.BaseAddr (tinygrad concat.hwx: TD1 writes at BaseAddr 0x100000 = 16384 planes).
+
+Stride 2: Apple stores the kernel in its zero-skipping form (`sparse`; KernelCfg.SparseFmt and
+KernelDMASrc.MasterConfig.KernelSparseFmt set, ConvCfg Sx = Sy = 2, chunks back to back with their
+own sizes; all six stride-2 oracles).  `sparse.refusal` names the stride-2 convs without evidence.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from coreml2hwx.errors import UnsupportedError
-from coreml2hwx.target.h13 import l2, spec as S, weights
+from coreml2hwx.target.h13 import l2, sparse, spec as S, weights
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.layout import l2_channel_stride
 from coreml2hwx.target.h13.spec import TaskSpec
@@ -36,13 +48,51 @@ def conv_cfg_sh(spec: TaskSpec, *, hout: int, kernel: int, dense: bool):
     spec.set("common.Cfg", ActiveNE=4)
 
 
-def lower_conv(ctx, op, relu=False, output=None) -> TaskSpec:
+def conv_tasks(ctx, op, relu=False, output=None) -> list[TaskSpec]:
+    """The tasks of one conv: one, or one per round of output channels (module docstring)."""
+    rounds = channel_rounds(ctx, op)
+    if rounds is None:
+        return [lower_conv(ctx, op, relu, output)]
+    return [lower_conv(ctx, op, relu, output, channels=r) for r in rounds]
+
+
+def channel_rounds(ctx, op):
+    """None when the conv's weight planes fit the evidence as one task, else the (first output,
+    outputs, lanes) of each task.  Only dense (groups 1) convs are split."""
+    weight = ctx.attr_array(op, "weight")
+    if op.attrs.get("groups", 1) != 1:
+        return None
+    cout, reduction = weight.shape[0], int(np.prod(weight.shape[1:]))
+    side = max(ctx.shape(op.inputs[0])[2:])
+    lanes = weights.ocg_lanes(cout, side) if cout >= weights.CHUNKS else 1
+    bias = int(op.attrs.get("bias") is not None)
+    rounds, first = [], 0
+    while first < cout:
+        left = cout - first
+        g = min(lanes, weights.pow2floor(left // weights.CHUNKS))
+        count = weights.CHUNKS * g if g else left
+        rounds.append((first, count, max(g, 1)))
+        first += count
+    if tuple(op.attrs["strides"]) != (1, 1):  # sparse: one plane per chunk (sparse.refusal)
+        return rounds if len(rounds) > 1 else None
+    aligned = all(2 * g * (bias + reduction) % 64 == 0 for _, _, g in rounds[:-1])
+    if cout % weights.CHUNKS == 0 and aligned:
+        return None
+    return rounds
+
+
+def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
     a = op.attrs
     x, y = ctx.surface(op.inputs[0]), ctx.surface(output or op.outputs[0])
     weight = ctx.attr_array(op, "weight")
     bias = ctx.attr_array(op, "bias") if a.get("bias") is not None else None
     n, cin, hin, win = x.shape
     _, cout, hout, wout = y.shape
+    first = 0
+    if channels is not None:  # one round of a split conv: outputs [first, first + cout)
+        first, cout, _ = channels
+        weight = weight[first:first + cout]
+        bias = None if bias is None else np.asarray(bias).reshape(-1)[first:first + cout]
     groups = a.get("groups", 1)
     kh, kw = weight.shape[2:]
     strides, dil, pads = tuple(a["strides"]), tuple(a.get("dilations", (1, 1))), tuple(a["pads"])
@@ -53,43 +103,78 @@ def lower_conv(ctx, op, relu=False, output=None) -> TaskSpec:
     if "bias" in ctx.inline_attrs(op):
         raise UnsupportedError(f"{desc}: an inline bias tensor; Apple's h13 compiler refuses it "
                                "(use a BLOBFILE constant)", where=where(op))
-    if strides[0] != 1:
-        raise UnsupportedError(f"{desc}: stride {strides[0]} uses Apple's sparse kernel format, "
-                               "not supported on h13 yet", where=where(op))
     if kh > 3:
         raise UnsupportedError(f"{desc}: kernel > 3 not supported on h13 yet", where=where(op))
     depthwise = groups == cin == cout and groups > 1
     cin_g, cout_g = (cin, cout) if depthwise else (cin // groups, cout // groups)
-    if cout_g % weights.CHUNKS and not depthwise:
+    if cout_g % weights.CHUNKS and not depthwise and channels is None:
         raise UnsupportedError(f"{desc}: output channels per group must be a multiple of 16 on h13",
                                where=where(op))
     if depthwise and cout % weights.CHUNKS:
         raise UnsupportedError(f"{desc}: depthwise channels must be a multiple of 16 on h13",
                                where=where(op))
+    stride = strides[0]
     kernel = kh
-    lanes = 1 if depthwise else weights.ocg_lanes(cout_g, max(hin, win))
-    data, size = weights.pack_dense(weight, bias, lanes=lanes,
-                                    groups=1 if depthwise else groups)
+    if channels is not None:
+        lanes = channels[2]
+    else:
+        lanes = 1 if depthwise else weights.ocg_lanes(cout_g, max(hin, win))
+    if stride != 1:
+        reason = sparse.refusal(stride, depthwise=depthwise, outputs=cout_g, lanes=lanes)
+        if reason:
+            raise UnsupportedError(f"{desc}: {reason}", where=where(op))
+    chunks = None
+    if stride != 1:
+        try:
+            data, chunks = sparse.pack_sparse(weight, bias, lanes=lanes, groups=groups)
+        except ValueError as err:
+            raise UnsupportedError(f"{desc}: {err}", where=where(op)) from None
+        size = max(s for _, s in chunks)
+    elif cout < weights.CHUNKS and not depthwise:
+        data, size = weights.pack_per_channel(weight, bias)
+    else:
+        data, size = weights.pack_dense(weight, bias, lanes=lanes,
+                                        groups=1 if depthwise else groups)
+    if size > l2.KERNEL_CHUNK_BYTES:
+        raise UnsupportedError(f"{desc}: {size} bytes of weights per coefficient channel, more "
+                               f"than the {l2.KERNEL_CHUNK_BYTES} Apple's programs show",
+                               where=where(op))
     base = ctx.add_constants(data)
 
     spec = TaskSpec(op.name, "ne")
     S.dims(spec, cin_g, hin, win, cout_g, hout, wout)
-    S.conv_cfg(spec, kernel=kernel, pad=pads[0], ocg=lanes.bit_length() - 1)
+    S.conv_cfg(spec, kernel=kernel, stride=stride, pad=pads[0], ocg=lanes.bit_length() - 1)
     spec.set("common.ConvCfg", Px=pads[2], Py=pads[0])
     S.group_cfg(spec, groups=1 if depthwise else groups, unicast=depthwise)
-    spec.set("common.TileCfg", TileHeight=hout)
     conv_cfg_sh(spec, hout=hout, kernel=kernel, dense=groups == 1)
     plane_in, plane_out = x.plane, y.plane
     S.dram_source(spec, x, group=(cin if depthwise else cin_g) * plane_in)
     S.dram_dest(spec, y, group=(cout if depthwise else cout_g) * plane_out)
+    if first:
+        spec.set("tile_dma_dst.BaseAddr", Addr=(y.offset + first * plane_out) // 64)
     ch = l2_channel_stride(win)
-    if groups > 1 and not depthwise:
+    if (groups > 1 and not depthwise) or stride != 1:  # census: +32 at stride 2
         row = l2.UNIT * l2.conv_row_stride(cin_g * ch // l2.UNIT)
     else:
         row = l2.UNIT * l2.ne_row_stride(cin_g * ch // l2.UNIT, ch // l2.UNIT)
+    result_row = cout * l2_channel_stride(wout) + 64  # (tinygrad gemm: 512 ch -> 0x2020)
+
+    def source_rows(t):  # census: rows = min(Hin, TileHeight x S + max(K - S, 0)), 72/74
+        return min(hin, t * strides[0] + max(kh - strides[0], 0))
+
+    tile = l2.tile_height(hout, lambda t: source_rows(t) * row + t * result_row)
+    if tile is None:
+        raise UnsupportedError(f"{desc}: one row of {win} pixels does not fit the 2 MiB L2",
+                               where=where(op))
+    spec.set("common.TileCfg", TileHeight=tile)
     l2.source(spec, base=0, channels=cin_g, width=win, row=row)
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
-    l2.result(spec, base=hin * row)
+    l2.result(spec, base=source_rows(tile) * row)
     spec.set("ne.MACCfg", **CONV, BiasMode=int(bias is not None), NonlinearMode=int(relu))
-    S.kernel_fetch(spec, [(base + i * size, size) for i in range(weights.CHUNKS)])
+    used = min(cout, weights.CHUNKS) if not depthwise else weights.CHUNKS
+    if chunks is not None:
+        S.kernel_fetch(spec, [(base + o, s) for o, s in chunks], sparse=True)
+        spec.set("ne.KernelCfg", SparseFmt=1)
+    else:
+        S.kernel_fetch(spec, [(base + i * size, size) for i in range(used)])
     return spec

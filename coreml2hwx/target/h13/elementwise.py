@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.target.h13 import l2, spec as S
 from coreml2hwx.target.h13.layout import l2_channel_stride
 from coreml2hwx.target.h13.spec import TaskSpec
@@ -59,17 +60,20 @@ def binary_same_shape(ctx, op, relu=False, inputs=None, output=None) -> TaskSpec
     S.dims(spec, c, h, w, c, h, w)
     S.conv_cfg(spec)
     S.group_cfg(spec, groups=n)
-    pe_common(spec, task_type=PE_BINARY, width=w, tile_height=h)
+    row = pe_row(c, w)
+    # eiln add 1600x2560 (TileHeight 32): src2 at 32 rows + 0x40, the result 32 rows after it
+    tile = _tile(op, h, lambda t: l2.UNIT * l2.second_source_base(t * row // l2.UNIT)
+                 + 2 * t * row)
+    pe_common(spec, task_type=PE_BINARY, width=w, tile_height=tile)
     pe_arith(spec, dict(PE_OPS[op.type], ReluEn=int(relu)))
     S.dram_source(spec, x)
     S.dram_source2(spec, z)
     S.dram_dest(spec, y)
-    row = pe_row(c, w)
     l2.source(spec, base=0, channels=c, width=w, row=row, channel_stride=pe_channel(w))
-    src2 = l2.UNIT * l2.second_source_base(h * row // l2.UNIT)
+    src2 = l2.UNIT * l2.second_source_base(tile * row // l2.UNIT)
     row2 = l2.source2(spec, base=src2, channels=c, width=w, row=row, channel_stride=pe_channel(w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
-    l2.result(spec, base=src2 + h * row2)
+    l2.result(spec, base=src2 + tile * row2)
     return spec
 
 
@@ -99,12 +103,20 @@ def unary_pe(ctx, op, *, op_fields: dict, scale=1.0, bias=0.0, task_type="unary"
     S.dims(spec, c, h, w, c, h, w)
     S.conv_cfg(spec)
     S.group_cfg(spec, groups=n)
-    pe_common(spec, task_type=task_type, width=w, tile_height=h)
+    tile = _tile(op, h, lambda t: 2 * t * pe_row(c, w))
+    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
     pe_arith(spec, op_fields, scale=scale, bias=bias)
     S.dram_source(spec, x)
     S.dram_dest(spec, y)
     row = l2.source(spec, base=0, channels=c, width=w, row=pe_row(c, w),
                     channel_stride=pe_channel(w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
-    l2.result(spec, base=h * row)
+    l2.result(spec, base=tile * row)
     return spec
+
+
+def _tile(op, height: int, footprint) -> int:
+    tile = l2.tile_height(height, footprint)
+    if tile is None:
+        raise UnsupportedError(f"{op.type}: one row does not fit the 2 MiB L2", where=op.source)
+    return tile

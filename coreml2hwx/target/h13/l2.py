@@ -13,6 +13,33 @@ from __future__ import annotations
 
 from coreml2hwx.target.h13.layout import l2_channel_stride
 
+# -- capacity limits (the one place they are written down) -----------------------------------------
+# Tile L2: 2 MiB (M1 MMIO range 0x26BD00000-0x26BF00000, eiln-corr; the 17-bit x 16-byte L2
+# address fields cover exactly 2 MiB; ane-facts §2.7.2 [A]).  A task stages TileHeight rows of its
+# sources and result at once; TileHeight = Hout whenever the plane fits (census: 96/98 tasks), and
+# Apple tiles by 16 / 32 rows when it does not (eiln add 1600x2560: TileHeight 32, src2 at
+# 32 x 0x400 + 0x40, result after it; oracle layer_norm_1x512x1x1: 32 of 512 rows).
+L2_BYTES = 2 << 20
+# Kernel (coefficient) chunks: Apple compiled 16 chunks of 512 KiB (env_mm_r2rb_m1_k2048_n2048:
+# 2048 x 2048 fp16) and refused 2 MiB chunks (env_mm_r2rb_m128_k8192_n2048, callback_status=1);
+# the CoeffBfrSize field (bits 31:6) is not the limit.  Larger chunks are refused.
+KERNEL_CHUNK_BYTES = 512 << 10
+
+
+MAX_TILE_ROWS = 32  # eiln add 1600x2560: 32 rows per tile although 512 would fit
+
+
+def tile_height(height: int, footprint) -> int | None:
+    """Rows per tile: `height` when `footprint(height)` bytes fit in L2, else 32 rows (Apple's
+    choice for the eiln add) or the largest power of two below it that fits; None when not even
+    one row fits."""
+    if footprint(height) <= L2_BYTES:
+        return height
+    rows = min(MAX_TILE_ROWS, 1 << (height.bit_length() - 1))
+    while rows > 1 and footprint(rows) > L2_BYTES:
+        rows //= 2
+    return rows if footprint(rows) <= L2_BYTES else None
+
 _ALIAS = dict(AliasConvSrc=1, AliasConvRslt=1, AliasPlanarSrc=1, AliasPlanarRslt=1)
 SOURCE_STREAM = dict(SourceType=2, DMAFmt=1, DMAInterleave=1, **_ALIAS)  # 0x00500172
 RESULT_STREAM = dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1, **_ALIAS)  # 0x0050017A

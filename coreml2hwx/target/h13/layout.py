@@ -25,13 +25,21 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+SCRATCH_SLOT = 3  # BAR slot of the DRAM intermediate buffer (anecc: itm0 -> slot 3, ane-facts §1.8)
+
+
 @dataclass(frozen=True)
 class Surface:
-    """A DRAM tensor as the tasks address it: a BAR slot and byte strides."""
+    """A DRAM tensor as the tasks address it: a BAR slot, a byte offset in it, byte strides."""
 
     name: str
     shape: tuple[int, int, int, int]  # N, C, H, W
     slot: int
+    offset: int = 0  # where the tensor starts in its slot (intermediates share the scratch slot)
+
+    @property
+    def scratch(self) -> bool:
+        return self.slot == SCRATCH_SLOT
 
     @property
     def n(self) -> int:

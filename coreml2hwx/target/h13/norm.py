@@ -5,6 +5,8 @@ layer_norm over the channels of a [1, C, 1, 1] tensor (no affine; `layer_norm_1x
   0. the mean: a sum-reduction over the C values viewed as C rows (FinalScale 1/C), keeping x;
   1. 1/sqrt(variance + eps) from x and the mean (PE.Cfg 0x92010, eps in PreScale's low half);
   2. (x - mean) x that factor, with [mean; factor] as the L2 operand (PE subtract, bias/scale form).
+layer_norm over C > 512 channels lays the C values along W first (`layer_norm_vector`, 5 tasks).
+softmax over a last axis of size 1 ([1, C, 1, 1]): `softmax.softmax_unit_axis`.
 softmax over the last axis of a [1, C, 1, W] tensor (`norm_softmax_an1_1x1x1x64`, upstream
 `norm_softmax_an1_1x8x1x64`), 5 tasks:
   0. max over W (PE PoolMode 2), keeping x;  1. (x - max) x log2(e) (PE subtract, Scale);
@@ -17,12 +19,13 @@ from __future__ import annotations
 
 from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.target import lut
-from coreml2hwx.target.h13 import l2, spec as S
+from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
 from coreml2hwx.target.h13.operand import active_engines
+from coreml2hwx.target.h13.softmax import VECTOR_MAX_CHANNELS, softmax_unit_axis
 from coreml2hwx.target.h13.spec import SRC_FETCH_KEEP, SRC_FETCH_LAST, TaskSpec
 
 LOG2_E = 1.4426950408889634
@@ -31,6 +34,7 @@ KEEP_SOURCE = dict(SourceType=1, DMAFmt=1, DMAInterleave=1, AliasConvSrc=1, Alia
 L2_READ = dict(DMAInterleave=1, AliasPlanarRslt=1)  # 0x00400100
 MIDDLE_RESULT = dict(DMAFmt=1, DMAInterleave=1)  # 0x00000140
 LAST_RESULT = dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1)  # 0x0000014A
+LN_MAX_ROWS = 512  # C rows at most; beyond, the C values are laid along W (see layer_norm_vector)
 LN_FIRST_TILE = 32  # layer_norm task 0 tiles its C rows 32 at a time (both oracles)
 # Common 0x30 flags of the softmax PE tasks: a source broadcast along W, a source that is a
 # per-channel vector (source 1 / source 2), and a reduction writing such a vector.
@@ -79,6 +83,8 @@ def layer_norm(ctx, op) -> list:
                                f"{list(op.attrs['axes'])}: only [1, C, 1, 1] over C is supported "
                                "on h13 yet", where=where(op))
     eps = float(op.attrs.get("epsilon", 1e-5))
+    if c > LN_MAX_ROWS:
+        return layer_norm_vector(op, x, y, eps)
     unit, pair = 0x10, 0x20  # one value per row; [mean, factor] rows side by side
     x_base = 2 * pair  # x stays in L2 after the two statistics rows
 
@@ -126,9 +132,12 @@ def softmax(ctx, op) -> list:
                                "only the last axis of a [1, C, 1, W] tensor is supported on h13 "
                                "yet", where=where(op))
     if w == 1:
-        raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis {op.attrs['axis']}: "
-                               "a last axis of size 1 (Apple transposes it through DRAM: upstream "
-                               "softmax_1x512x1x1) is not supported on h13 yet", where=where(op))
+        if VECTOR_MAX_CHANNELS < c < 2 * VECTOR_MAX_CHANNELS:
+            raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis "
+                                   f"{op.attrs['axis']}: a last axis of size 1 with 128 < C < 256 "
+                                   "(between the observed vector and channel layouts) is not "
+                                   "supported on h13", where=where(op))
+        return softmax_unit_axis(ctx, op, x, y)
     # Per-channel max and 1/sum sit at 0 as one vector (16 bytes for C <= 8), the C rows of W
     # values after it, x after them (`norm_softmax_an1_1x1x1x64`, upstream `..._1x8x1x64`).
     ch = l2_channel_stride(w)
@@ -149,7 +158,11 @@ def softmax(ctx, op) -> list:
     _region(peak, "res", 0, unit, unit, unit)
 
     shift = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
-    shift.set("common.Unk2C", Log2TileHeight=1)
+    # One 16-byte line of per-channel values (C <= 8): tile code 1 and NE shifts 1
+    # (`norm_softmax_an1_1x1x1x64`, upstream `..._1x8x1x64`); C = 64: 0 and none (upstream
+    # `norm_softmax_an1_1x64x1x128`).
+    one_line = unit == l2.UNIT
+    shift.set("common.Unk2C", Log2TileHeight=int(one_line))
     shift.set("common.Unk30", Value=BROADCAST_W2 | (VECTOR2 if vector else 0))
     pe_arith(shift, dict(OpMode=0, SecSrc=3), scale=LOG2_E)
     shift.set("ne.KernelCfg", Bit14=1)
@@ -164,7 +177,8 @@ def softmax(ctx, op) -> list:
     S.conv_cfg(exp)
     S.group_cfg(exp, unicast=True)
     exp.set("common.TileCfg", TileHeight=1)
-    exp.set("common.Cfg", ActiveNE=active_engines(c), ShPref=1, ShMin=1, ShMax=1)
+    shifts = 1 if one_line else 0
+    exp.set("common.Cfg", ActiveNE=active_engines(c), ShPref=shifts, ShMin=shifts, ShMax=shifts)
     exp.set("ne.MACCfg", OpMode=4, KernelMode=1, NonlinearMode=2)
     _region(exp, "src", values, ch, row, row)
     exp.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
@@ -192,3 +206,71 @@ def softmax(ctx, op) -> list:
     l2.result(out, base=x_base, cfg=LAST_RESULT)
     S.dram_dest(out, y)
     return [peak, shift, exp, total, out]
+
+
+def layer_norm_vector(op, x, y, eps: float) -> list:
+    """layer_norm over the C values of a [1, C, 1, 1] tensor with C > 512, 5 PE tasks on the C
+    values laid side by side along W (upstream `norm_layer_norm_ax1_1x{1024,4096}x1x1`; C = 512
+    still takes the row form: `layer_norm_1x512x1x1`):
+      0. x from DRAM into L2 as one [1, 1, 1, C] vector at 0x40 (Common 0x30 FLAT_RESULT);
+      1. the mean over W (FinalScale 1/C) at 0;  2. the factor 1/sqrt(var + eps) at 0x20, the
+         mean broadcast along W;  3. (x - mean) x factor in place, [mean; factor] as source 2;
+      4. the vector back into C channels, to DRAM (Common 0x30 VECTOR1)."""
+    c = x.c
+    unit, pair, vector = 0x10, 0x20, 2 * c
+    x_base = 2 * pair
+
+    spread = _pe(op.name, c=c, h=1, w=1, tile=1, task_type="unary")
+    spread.set("common.Unk30", Value=FLAT_RESULT)
+    pe_arith(spread, {})
+    spread.set("ne.KernelCfg", Bit12=1)
+    S.dram_source(spread, x)
+    staged = x_base + vector
+    row = pe_row(c, 1)
+    _region(spread, "src", staged, unit, row, c * unit, c * unit)
+    spread.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spread, base=x_base, cfg=l2.RESULT_KEEP)
+    _region(spread, "res", x_base, vector, vector, vector)
+    # The W = 1 source costs twice, the vector written out once per line (fit to both cases:
+    # ExeCycles 4 and 18 for task 0, 1 and 7 for task 4).
+    spread.header["ExeCycles"] = int(2 * cost.view_cost(x, c) // cost.UNIT)
+
+    mean = _pe(op.name, c=1, h=1, w=c, tile=1, task_type="reduce")
+    pe_arith(mean, {}, final=1.0 / c)
+    mean.set("ne.KernelCfg", Bit12=1, Bit14=1)
+    _region(mean, "src", x_base, vector, vector, vector)
+    mean.set("l2.SourceCfg", **L2_READ)
+    l2.result(mean, base=0, cfg=MIDDLE_RESULT)
+    _region(mean, "res", 0, unit, pair, unit)
+
+    factor = _pe(op.name, c=1, h=1, w=c, tile=1, task_type="variance")
+    factor.set("common.Unk30", Value=BROADCAST_W1)
+    pe_arith(factor, dict(OpMode=4, NLMode=2, FirstSrc=1, SecSrc=2), final=1.0 / c)
+    factor.set("pe.PreScale", Low16=lut._bits(eps))
+    factor.set("ne.KernelCfg", Bit12=1, Bit14=1)
+    _region(factor, "src", 0, unit, pair, unit)
+    factor.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
+    _region(factor, "src2", x_base, vector, vector, vector)
+    l2.result(factor, base=pair, cfg=MIDDLE_RESULT)
+    _region(factor, "res", pair, unit, pair, unit)
+
+    scaled = _pe(op.name, c=1, h=1, w=c, tile=1, task_type="scale_bias")
+    scaled.set("common.Unk30", Value=VECTOR2)
+    pe_arith(scaled, dict(OpMode=0, SecSrc=3))
+    scaled.set("ne.KernelCfg", Bit12=1, Bit14=1)
+    _region(scaled, "src", x_base, vector, vector, vector)
+    scaled.set("l2.SourceCfg", **L2_READ)
+    _region(scaled, "src2", 0, unit, pair, unit)
+    l2.result(scaled, base=x_base, cfg=MIDDLE_RESULT)
+    _region(scaled, "res", x_base, vector, vector, vector)
+
+    out = _pe(op.name, c=c, h=1, w=1, tile=1, task_type="unary")
+    out.set("common.Unk30", Value=VECTOR1)
+    pe_arith(out, {})
+    out.set("ne.KernelCfg", Bit14=1)
+    _region(out, "src", x_base, vector, vector, vector)
+    out.set("l2.SourceCfg", **L2_READ)
+    l2.result(out, base=staged, cfg=LAST_RESULT)
+    S.dram_dest(out, y)
+    out.header["ExeCycles"] = int(cost.LINE * c // cost.UNIT)
+    return [spread, mean, factor, scaled, out]

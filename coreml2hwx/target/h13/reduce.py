@@ -10,6 +10,8 @@
 * over C, H and W: the same PE task viewing the tensor as one channel of C rows by W, with H as
   depth (`reduce_probe_sum_ax1_2_3_1x128x16x16`);
 * max over C: one NE task (MACCfg OpMode 3, UnicastCin = C, one NE): `reduce_max_axes_1`;
+* over H alone: NE copy with channels and rows swapped, a PE reduction over each pixel's H
+  values, an NE copy back out (upstream `reduce_probe_sum_ax2_1x{64x8x8,32x4x4}`);
 * sum / mean over C: an NE copy that transposes each pixel's channels into L2 (8 NEs, Cfg bit 28),
   then a PE reduction over them (`reduce_mean_axes_1`).
 """
@@ -17,7 +19,7 @@
 from __future__ import annotations
 
 from coreml2hwx.errors import UnsupportedError
-from coreml2hwx.target.h13 import l2, spec as S
+from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import NE_BYPASS, ne_row, sh_max
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
@@ -27,6 +29,7 @@ from coreml2hwx.target.h13.spec import TaskSpec
 
 REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max"}
 FLAT_RESULT = 0x400  # Common 0x30 when the reduced result is written along W
+L2_READ = dict(DMAInterleave=1, AliasPlanarRslt=1)  # 0x00400100: a source left in L2
 
 
 def _pe_op(op, count: int) -> tuple[dict, float]:
@@ -51,6 +54,8 @@ def lower_reduce(ctx, op) -> list:
         return [spatial(ctx, op, x, y, flat=not keep)]
     if axes == (3,) and keep:
         return [rows(ctx, op, x, y)]
+    if axes == (2,) and keep:
+        return over_rows(ctx, op, x, y)
     if axes == (1, 2, 3) and keep:
         return [whole(ctx, op, x, y)]
     if axes == (1,) and keep:
@@ -192,3 +197,91 @@ def channel_sum(ctx, op, x, y) -> list:
     S.dram_dest(total, y, row=y.batch, plane=y.batch, depth=y.batch, group=y.row)
     total.set("tile_dma_dst.DMAConfig", L2BfrMode=0)
     return [copy, total]
+
+
+TRANSPOSE_SHIFT = 4  # Common.Cfg ShPref = ShMin = ShMax of both NE copies (both H-reduction probes)
+L2_BYTES = 2 << 20  # tile L2 of M1 (ane-facts §2.7.2)
+OUT_TILE = 16  # TileHeight of the copy out (C = 32 and 64 alike)
+
+
+def _ne_copy(op, *, cin, hin, win, tile) -> TaskSpec:
+    spec = TaskSpec(op.name, "ne")
+    S.dims(spec, cin, hin, win, cin, hin, win)
+    S.conv_cfg(spec)
+    S.group_cfg(spec, unicast=True)
+    spec.set("common.TileCfg", TileHeight=tile)
+    spec.set("common.Cfg", ActiveNE=3, ShPref=TRANSPOSE_SHIFT, ShMin=TRANSPOSE_SHIFT,
+             ShMax=TRANSPOSE_SHIFT, Bit28=1)
+    spec.set("ne.MACCfg", **NE_BYPASS)
+    spec.first_fetch_is_bypass = True
+    return spec
+
+
+def _transposed_row(units: int) -> int:
+    """Row stride (units) of the channel-swapped copy: the smallest >= the data that is not a
+    multiple of 8 units (8 -> 9 at 64x8x8, 4 -> 4 at 32x4x4)."""
+    row = units
+    while row % 8 == 0:
+        row += 1
+    return row
+
+
+def over_rows(ctx, op, x, y) -> list:
+    """reduce over H of [1, C, H, W], three tasks (upstream `reduce_probe_sum_ax2_1x64x8x8`,
+    `..._1x32x4x4`):
+      0. NE copy of x viewed as H channels of C rows (DMA row stride = x's plane, plane stride =
+         x's row), written channel-dense (Cfg bit 28): the H values of a pixel side by side,
+         element (c, h, w) at c*row + w*pixel + 2h;
+      1. PE reduction of each pixel's H values (its width), the W pixels as groups: one value
+         per (w, c), at w*C*16 + c*16;
+      2. NE copy of those out, the W groups as channels written channel-dense, C rows.
+    Register parity is checked with H = W <= 8 (one 16-byte pixel); other sizes follow the same
+    strides, and the simulator computes the reduction for H != W and 16 x 16 alike."""
+    _, c, h, w = x.shape
+    desc = f"{op.type} {'x'.join(map(str, x.shape))} axes {list(op.attrs['axes'])}"
+    line = l2_channel_stride(w)  # one staged row of W values
+    pixel = l2_channel_stride(h)  # the H values of one pixel, channel-dense
+    row = l2.UNIT * _transposed_row(w * pixel // l2.UNIT)
+    block = c * l2.UNIT  # one value per channel of one group
+    staged = c * row
+    if staged + max(c * h * line, 2 * w * block) > L2_BYTES:
+        raise UnsupportedError(f"{desc}: the transposed tensor does not fit the 2 MiB L2",
+                               where=where(op))
+
+    transpose = _ne_copy(op, cin=h, hin=c, win=w, tile=c)
+    S.dram_source(transpose, x, row=x.plane, plane=x.row)
+    l2.source(transpose, base=staged, channels=h, width=w, row=h * line)
+    transpose.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(transpose, base=0, cfg=l2.RESULT_KEEP)
+    transpose.set("l2.ConvResultChannelStride", Stride=pixel // 16)
+    transpose.set("l2.ConvResultRowStride", Stride=row // 16)
+    transpose.set("l2.ResultDepthStride", Value=w * pixel)
+
+    total = _pe_task(op, cin=c, hin=1, win=h, tile=1)
+    S.group_cfg(total, groups=w)
+    fields, final = _pe_op(op, h)
+    pe_arith(total, fields, final=final)
+    if op.type == "reduce_max":
+        total.set("l2.L2Cfg", PaddingMode=1)
+    l2.source(total, base=0, channels=c, width=h, channel_stride=row, row=w * pixel)
+    total.set("l2.Src1DepthStride", Value=w * pixel)
+    total.set("l2.Src1GroupStride", Value=pixel)
+    total.set("l2.SourceCfg", AliasConvRslt=1, DMAInterleave=1)
+    l2.result(total, base=staged, cfg=dict(DMAFmt=1, DMAInterleave=1))
+    total.set("l2.ConvResultChannelStride", Stride=1)
+    total.set("l2.ConvResultRowStride", Stride=w * block // 16)
+    total.set("l2.ResultDepthStride", Value=block)
+    total.set("l2.ResultGroupStride", Value=block)
+    # Priced like a DMA stream of its source, one run per (channel, group) row
+    # (ExeCycles 1 at 64x8x8, 0 at 32x4x4).
+    total.header["ExeCycles"] = int(cost.stream_cost(x, (1, c * w, 1, h)) // cost.UNIT)
+
+    out = _ne_copy(op, cin=w, hin=c, win=1, tile=min(c, OUT_TILE))
+    l2.source(out, base=staged, channels=w, width=1, channel_stride=block, row=l2.UNIT)
+    out.set("l2.Src1DepthStride", Value=block)
+    out.set("l2.Src1GroupStride", Value=0)
+    out.set("l2.SourceCfg", **L2_READ)
+    l2.result(out, base=staged + w * block,
+              cfg=dict(ResultType=2, L2BfrMode=1, DMAFmt=1, DMAInterleave=1))
+    S.dram_dest(out, y)
+    return [transpose, total, out]

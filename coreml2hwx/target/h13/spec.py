@@ -25,6 +25,9 @@ DRAM_FMT = dict(FmtMode=1, Truncate=3, MemFmt=2, Interleave=1)  # fp16 in DRAM: 
 SRC2_FMT = dict(FmtMode=0, Truncate=3, MemFmt=2)  # 0x00002030 (census 13/13)
 IDLE_FMT = dict(Interleave=1)  # 0x01000000
 DST_WRITE = dict(En=1, CacheHint=3, L2BfrMode=1)  # 0x040000C1
+# An intermediate written to the DRAM scratch slot: 0x040003C1 (CacheHint 15) in eiln's
+# multi-task kernels (div TD0, softmax TD2 write itm slot 3; ane-facts §2.7.6, §5.3).
+DST_INTERMEDIATE = dict(En=1, CacheHint=15, L2BfrMode=1)
 DST_IDLE = dict(En=0, CacheHint=3)  # 0x000000C0
 DST_FMT = dict(FmtMode=1, Truncate=3, MemFmt=2, ZeroPadLast=1, ZeroPadFirst=1, Interleave=1)
 
@@ -93,6 +96,8 @@ def dram_source(spec: TaskSpec, surface: Surface, *, cache=SRC_FETCH, group=None
     spec.set("tile_dma_src.DepthStride", Stride=(depth or surface.batch) // 64)
     spec.set("tile_dma_src.GroupStride", Stride=(group or surface.batch) // 64)
     spec.set("tile_dma_src.Fmt", **DRAM_FMT)
+    if surface.offset:
+        spec.set("tile_dma_src.BaseAddr", Addr=surface.offset // 64)
 
 
 def dram_source2(spec: TaskSpec, surface: Surface):
@@ -103,16 +108,20 @@ def dram_source2(spec: TaskSpec, surface: Surface):
     spec.set("tile_dma_src.Src2DepthStride", Stride=surface.batch // 64)
     spec.set("tile_dma_src.Src2GroupStride", Stride=surface.batch // 64)
     spec.set("tile_dma_src.Src2Fmt", **SRC2_FMT)
+    if surface.offset:
+        spec.set("tile_dma_src.Src2BaseAddr", Addr=surface.offset // 64)
 
 
 def dram_dest(spec: TaskSpec, surface: Surface, *, row=None, plane=None, depth=None, group=None):
     spec.dst = surface
-    spec.set("tile_dma_dst.DMAConfig", **DST_WRITE)
+    spec.set("tile_dma_dst.DMAConfig", **(DST_INTERMEDIATE if surface.scratch else DST_WRITE))
     spec.set("tile_dma_dst.RowStride", RowStride=(row or surface.row) // 64)
     spec.set("tile_dma_dst.PlaneStride", PlaneStride=(plane or surface.plane) // 64)
     spec.set("tile_dma_dst.DepthStride", DepthStride=(depth or surface.batch) // 64)
     spec.set("tile_dma_dst.GroupStride", GroupStride=(group or surface.batch) // 64)
     spec.set("tile_dma_dst.Fmt", **DST_FMT)
+    if surface.offset:
+        spec.set("tile_dma_dst.BaseAddr", Addr=surface.offset // 64)
 
 
 # -- Kernel DMA -------------------------------------------------------------------------------------

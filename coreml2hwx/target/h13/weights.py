@@ -73,3 +73,14 @@ def pack_dense(weight: np.ndarray, bias, *, lanes: int, groups: int = 1) -> tupl
     if any(len(c) != size for c in chunks):
         raise ValueError("kernel chunks differ in size")
     return b"".join(chunks), size
+
+
+def pack_per_channel(weight: np.ndarray, bias) -> tuple[bytes, int]:
+    """Fewer than 16 outputs: output o alone on chunk o, [bias, weights] padded to 64 bytes, every
+    chunk the size of the largest (tinygrad conv.hwx: 3 outputs, 64-byte rows at 0, 0x40, 0x80)."""
+    rows = weight.reshape(weight.shape[0], -1).astype(np.float16)
+    bias16 = None if bias is None else np.asarray(bias, np.float16).reshape(-1)
+    planes = [(b"" if bias16 is None else bias16[o:o + 1].tobytes()) + rows[o].tobytes()
+              for o in range(len(rows))]
+    size = max(len(_pad64(p)) for p in planes)
+    return b"".join(p + bytes(size - len(p)) for p in planes), size

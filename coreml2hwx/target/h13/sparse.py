@@ -1,0 +1,135 @@
+"""Zero-skipping ("sparse") kernel packing of stride-2 convolutions (NE.KernelCfg.SparseFmt).
+
+Apple's H13 compiler stores every stride-2 convolution in this form.  The rule below rebuilds the
+constant section of all six stride-2 oracles byte for byte (sha256 equal to Apple's): 1x1 with 4,
+8 and 16 lanes, 3x3 with 1, 4 and 8 lanes, groups 1 and 4, with and without bias
+(tests/target/test_h13_sparse.py).
+
+Output channels go to the 16 coefficient chunks exactly as in the dense form (`weights.stages`);
+a chunk holds one plane per stage (per group), and a plane is
+
+    [the plane's `lanes` bias halfwords, when there is a bias]
+    u16 byte count of the body
+    body
+
+Grouped convolutions pad every plane to 64 bytes, every chunk is padded to 64 bytes, and the
+chunks sit back to back with their own sizes (CoeffBaseAddr[i+1] = CoeffBaseAddr[i] +
+CoeffBfrSize[i], census: 6/6), so zeros shorten a chunk.
+
+The body is a stream of *slots*, cut into groups of 8: each group is a mask byte (bit i = slot i
+holds a non-zero value; +0.0 and -0.0 both count as zero) followed by the group's non-zero fp16
+values in slot order.  The slots: the kernel is split into its four stride phases (py, px) and
+each phase into a sub-kernel of s x s taps, s = ceil(K / 2), so tap (ky, kx) =
+(2 sy + py, 2 sx + px) sits at position ((py * 2 + px) * s + sy) * s + sx of P = 4 s^2 positions
+(a 1x1 kernel: 4 positions, three of them empty; 3x3: 16, seven empty).  Input channel ci,
+position p, lane l is slot 8 + (ci * P + p) * E + l, E = max(lanes, 4) slot columns per position
+(a 1-lane plane still spends 4), and the stream holds Cin * P * E slots: it starts with 8 empty
+slots, and the shifted tail of the last channel is cut off (only empty positions fall there).
+The 8-slot lead holds for 4, 8 and 16 lanes alike (env_conv_k1_c64_n64_s16_st2,
+conv_probe_k1_c512_n512_s16_st2_g4, conv_probe_k1_c128_n256_s16_st2); E = 4 for one lane
+(env_conv_k3_c64_n64_s16_st2_g4_bias1); 2 lanes would also use E = 4 - an extrapolation.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from coreml2hwx.target.h13.weights import CHUNKS, stages
+
+LEAD_SLOTS = 8          # empty slots ahead of the first channel (every stride-2 oracle)
+MIN_SLOT_COLUMNS = 4    # a plane narrower than 4 lanes still spends 4 slots per position
+MAX_BODY = 0xFFFF       # the body byte count is 16 bits
+
+
+def sub_kernel(kernel: int) -> int:
+    return (kernel + 1) // 2
+
+
+def positions(kernel: int) -> tuple[list[int], int]:
+    """(position of every tap ky * K + kx, number of positions P) for a K x K stride-2 kernel."""
+    s = sub_kernel(kernel)
+    pos = [(((ky % 2) * 2 + kx % 2) * s + ky // 2) * s + kx // 2
+           for ky in range(kernel) for kx in range(kernel)]
+    return pos, 4 * s * s
+
+
+def slot_columns(lanes: int) -> int:
+    return max(lanes, MIN_SLOT_COLUMNS)
+
+
+def slot_count(cin: int, kernel: int, lanes: int) -> int:
+    return cin * positions(kernel)[1] * slot_columns(lanes)
+
+
+def slot_stream(plane: np.ndarray, kernel: int) -> np.ndarray:
+    """plane[lane][ci][tap] (fp16) -> the plane's fp16 slot stream."""
+    lanes, cin, _ = plane.shape
+    pos, count = positions(kernel)
+    cols = slot_columns(lanes)
+    grid = np.zeros((cin, count, cols), np.float16)
+    grid[:, pos, :lanes] = plane.transpose(1, 2, 0)
+    stream = np.zeros(LEAD_SLOTS + grid.size, np.float16)
+    stream[LEAD_SLOTS:] = grid.reshape(-1)
+    return stream[:grid.size]
+
+
+def encode_stream(stream: np.ndarray) -> bytes:
+    """Mask byte + non-zero values per group of 8 slots."""
+    groups = stream.reshape(-1, 8)
+    hot = groups != 0  # -0.0 == 0 too: both zeros are skipped
+    masks = (hot * (1 << np.arange(8))).sum(axis=1).astype(np.uint8)
+    out = bytearray()
+    for mask, values, keep in zip(masks, groups, hot):
+        out.append(int(mask))
+        out += values[keep].tobytes()
+    return bytes(out)
+
+
+def pack_plane(plane: np.ndarray, bias, kernel: int) -> bytes:
+    body = encode_stream(slot_stream(plane, kernel))
+    if len(body) > MAX_BODY:
+        raise ValueError(f"a sparse plane body of {len(body)} bytes does not fit its 16-bit count")
+    head = b"" if bias is None else np.asarray(bias, np.float16).tobytes()
+    return head + struct.pack("<H", len(body)) + body
+
+
+def _pad64(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 64)
+
+
+def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1):
+    """weight [O, I/groups, K, K] (+ bias [O]) -> (bytes, [(offset, size)] of the 16 chunks)."""
+    out_channels, cin_g, kernel, _ = weight.shape
+    per_group = out_channels // groups
+    taps = weight.reshape(out_channels, cin_g, kernel * kernel).astype(np.float16)
+    bias16 = None if bias is None else np.asarray(bias, np.float16).reshape(-1)
+    chunks = []
+    for c in range(CHUNKS):
+        chunk = bytearray()
+        for group in range(groups):
+            for base, g in stages(per_group, lanes):
+                sub = [group * per_group + base + g * c + lane for lane in range(g)]
+                plane = pack_plane(taps[sub], None if bias16 is None else bias16[sub], kernel)
+                chunk += _pad64(plane) if groups > 1 else plane
+        chunks.append(_pad64(bytes(chunk)))
+    ranges, offset = [], 0
+    for chunk in chunks:
+        ranges.append((offset, len(chunk)))
+        offset += len(chunk)
+    return b"".join(chunks), ranges
+
+
+def refusal(stride: int, *, depthwise: bool, outputs: int, lanes: int) -> str | None:
+    """Why a conv of this stride cannot use the rule above (None when it can).  `outputs` are the
+    output channels per group of the task, `lanes` its planes' width."""
+    if stride != 2:
+        return f"stride {stride}: Apple's h13 programs show strides 1 and 2 only"
+    if depthwise:
+        return ("a stride-2 depthwise conv: its zero-skipping layout is not in Apple's programs "
+                "here (only dense and grouped stride-2 convs are)")
+    if outputs != CHUNKS * lanes:
+        return (f"{outputs} output channels per group is not 16 planes of {lanes} lanes: Apple's "
+                "stride-2 programs hold one zero-skipping plane per coefficient channel and group")
+    return None

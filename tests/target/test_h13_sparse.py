@@ -1,0 +1,172 @@
+"""H13 stride-2 convolutions: Apple's zero-skipping ("sparse") kernel packing and its registers.
+
+Ground truth: the six stride-2 programs in ../shared/oracles/h13 - the constant-section sha256 and
+the KernelDMASrc chunk registers (CoeffBaseAddr / CoeffBfrSize) Apple's compiler wrote for the
+weights the oracle README's rule rebuilds; whole-program equality is in test_h13_conv.py.  The
+last tests compile stride-2 shapes no oracle shows and compare the simulated program with torch:
+they check that the rule is applied consistently, not that Apple would agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from coreml2hwx.errors import UnsupportedError
+from coreml2hwx.ir import Graph
+from coreml2hwx.sim import run_program
+from coreml2hwx.target.h13 import lower
+from coreml2hwx.target.h13.sparse import pack_sparse, positions
+from tests.conftest import load_json, oracle_files
+
+STRIDE2 = [load_json(p) for p in oracle_files("h13")
+           if load_json(p)["parameters"].get("stride") == 2 and not load_json(p)["error"]]
+KDMA = "0x1f800"
+
+
+def _id(case):
+    return case["case"]
+
+
+def _words(case) -> dict[int, int]:
+    (td,) = case["task_descriptors"]
+    return {int(a, 16): int(v, 16) for b in td["blocks"].values() for a, v in b["words"].items()}
+
+
+def _compiled_weights(case):
+    """The tensors Apple compiled (oracle README: the first elements of the 128-byte-header file
+    followed by fp16 0.5 halfwords; a bias is the first Cout halfwords of the same file)."""
+    p = case["parameters"]
+    payload = b"\x00\x38" * (case["weights"]["payload_bytes"] // 2)
+    head = bytearray(128)
+    head[0:8] = np.array([1, 2], "<u4").tobytes()
+    head[64:84] = (np.array([0xDEADBEEF], "<u4").tobytes()
+                   + np.array([len(payload), 128], "<u8").tobytes())
+    halves = np.frombuffer(bytes(head) + payload, np.float16)
+    k, groups = p["kernel"], p.get("groups", 1)
+    shape = (p["output_channels"], p["input_channels"] // groups, k, k)
+    w = halves[:int(np.prod(shape))].reshape(shape)
+    b = halves[:p["output_channels"]] if p["bias"] else None
+    return w, b
+
+
+def _lanes(case) -> int:
+    return 1 << (_words(case)[0x1C] >> 10 & 7)  # ConvCfg.OCGSize
+
+
+def test_every_stride_two_oracle_is_here():
+    assert len(STRIDE2) == 6
+
+
+@pytest.mark.parametrize("case", STRIDE2, ids=_id)
+def test_packed_section_is_apples(case):
+    w, b = _compiled_weights(case)
+    data, _ = pack_sparse(w, b, lanes=_lanes(case), groups=case["parameters"].get("groups", 1))
+    want = case["constant_section"]
+    assert len(data) == want["size"]
+    assert hashlib.sha256(data).hexdigest() == want["sha256"]
+
+
+@pytest.mark.parametrize("case", STRIDE2, ids=_id)
+def test_chunks_are_apples_back_to_back(case):
+    w, b = _compiled_weights(case)
+    _, chunks = pack_sparse(w, b, lanes=_lanes(case), groups=case["parameters"].get("groups", 1))
+    words = _words(case)
+    assert [o for o, _ in chunks] == [words[0x1F848 + 4 * i] for i in range(16)]
+    assert [s for _, s in chunks] == [words[0x1F888 + 4 * i] for i in range(16)]
+
+
+@pytest.mark.parametrize("case", STRIDE2, ids=_id)
+def test_sparse_flags_are_set(case):
+    words = _words(case)
+    assert words[0xC800] >> 8 & 1 == 1  # NE.KernelCfg.SparseFmt (census: 0x182 on 6/6)
+    assert words[0x1F800] == 0x60  # KDMA master: enable + sparse (census: 6/6)
+
+
+def test_tap_positions_follow_the_stride_phases():
+    """3x3: phase (0,0) taps 0, 2, 6, 8 at positions 0-3, phase (0,1) taps 1, 7 at 4 and 6,
+    phase (1,0) taps 3, 5 at 8 and 9, tap 4 at 12 (pinned by env_conv_k3_c64_n64's 128-byte
+    prefix hash and the full hashes above)."""
+    assert positions(3) == ([0, 4, 1, 8, 12, 9, 2, 6, 3], 16)
+    assert positions(1) == ([0], 4)
+
+
+def test_both_zeros_are_skipped():
+    w = np.full((64, 64, 1, 1), 0.5, np.float16)
+    plus, minus = w.copy(), w.copy()
+    plus[5, 7] = 0.0
+    minus[5, 7] = -0.0
+    dense, _ = pack_sparse(w, None, lanes=4)
+    assert pack_sparse(plus, None, lanes=4) == pack_sparse(minus, None, lanes=4)
+    assert len(pack_sparse(plus, None, lanes=4)[0]) <= len(dense)
+
+
+# -- refusals ---------------------------------------------------------------------------------------
+
+def _conv_graph(cin, cout, kernel, stride=2, groups=1, side=16, bias=False, seed=0):
+    rng = np.random.default_rng(seed)
+    g = Graph("t")
+    g.add_input("x", (1, cin, side, side), "float16")
+    w = rng.standard_normal((cout, cin // groups, kernel, kernel)).astype(np.float16)
+    w[np.abs(w) < 0.3] = 0  # real zeros: the mask bits matter
+    b = rng.standard_normal(cout).astype(np.float16) if bias else None
+    out = -(-side // stride)
+    total = max((out - 1) * stride + kernel - side, 0)
+    pads = (total // 2, total - total // 2, total // 2, total - total // 2)
+    g.add_op("conv", ["x"], ["y"], {"weight": w, "bias": b, "strides": (stride, stride),
+                                   "dilations": (1, 1), "pads": pads, "groups": groups})
+    g.set_outputs(["y"])
+    return g, w, b, pads
+
+
+def test_depthwise_stride_two_is_refused_with_the_rule():
+    with pytest.raises(UnsupportedError, match="conv 3x3 stride 2 groups 64 .*depthwise"):
+        lower(_conv_graph(64, 64, 3, groups=64)[0])
+
+
+def test_stride_three_is_refused():
+    with pytest.raises(UnsupportedError, match="stride 3.*strides 1 and 2"):
+        lower(_conv_graph(64, 64, 3, stride=3)[0])
+
+
+def test_two_planes_per_chunk_are_refused():
+    """48 outputs per group = planes of 2 lanes and of 1 lane on each chunk: no Apple program."""
+    with pytest.raises(UnsupportedError, match="48 output channels per group"):
+        lower(_conv_graph(96, 96, 3, groups=2)[0])
+
+
+def test_body_past_the_16_bit_count_is_refused():
+    with pytest.raises(UnsupportedError, match="16-bit count"):
+        lower(_conv_graph(512, 256, 3, side=16)[0])
+
+
+# -- shapes beyond the oracles: encoder and simulator against torch ------------------------------
+
+SHAPES = [  # cin, cout, kernel, groups, side, bias
+    (3, 32, 3, 1, 32, True),      # MobileNet stem: 2 lanes (slot columns 4: extrapolated)
+    (64, 128, 3, 1, 16, False),   # ResNet downsample 3x3
+    (64, 128, 1, 1, 16, True),    # ResNet downsample 1x1
+    (64, 64, 3, 2, 16, True),     # grouped, 32 outputs per group
+    (32, 48, 3, 1, 16, False),    # 48 outputs: two tasks of one plane each
+]
+
+
+@pytest.mark.parametrize("cin,cout,kernel,groups,side,bias", SHAPES)
+def test_other_shapes_compute_the_conv(cin, cout, kernel, groups, side, bias):
+    g, w, b, pads = _conv_graph(cin, cout, kernel, groups=groups, side=side, bias=bias)
+    program = lower(g)
+    x = np.random.default_rng(1).standard_normal((1, cin, side, side)).astype(np.float16)
+    (out,) = run_program(program, {"x": x}).values()
+    xt = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64),
+                                 (pads[2], pads[3], pads[0], pads[1]))
+    ref = torch.nn.functional.conv2d(xt, torch.tensor(w, dtype=torch.float64),
+                                     None if b is None else torch.tensor(b, dtype=torch.float64),
+                                     stride=2, groups=groups).numpy()
+    mag = torch.nn.functional.conv2d(xt.abs(), torch.tensor(np.abs(w), dtype=torch.float64),
+                                     stride=2, groups=groups).numpy()
+    got = np.asarray(out, np.float64).reshape(ref.shape)
+    limit = np.abs(ref) * 2.0 ** -11 + w[0].size * 2.0 ** -24 * mag + 2.0 ** -24
+    assert np.all(np.abs(got - ref) <= limit)
