@@ -219,6 +219,8 @@ def manifest(compiled: Compiled, formats) -> dict:
             "programs": ({ext: program_file(compiled, s, ext) for ext in formats}
                          if s.device == "ane" else {}),
             "tasks": len(s.program.tasks) if s.program else 0,
+            **({"reasons": {op.name: compiled.placement[op.name].reason for op in s.ops}}
+               if s.device == "host" else {}),
         } for s in compiled.segments],
     }
 
