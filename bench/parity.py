@@ -28,9 +28,11 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+# the repo on the import path in place of bench/ (bench/inspect.py would shadow the stdlib)
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coreml2hwx.errors import Coreml2hwxError, UnsupportedError  # noqa: E402
 from coreml2hwx.report.jsonview import task_to_json, tensor_descriptor  # noqa: E402

@@ -25,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+# the repo on the import path in place of bench/ (bench/inspect.py would shadow the stdlib)
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads its BLAS
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coreml2hwx.errors import Coreml2hwxError  # noqa: E402
 
