@@ -82,6 +82,9 @@ def read_plane(chunks, chunk: int, lanes: int, reduction: int, bias: bool, *, ci
     grid = grid.reshape(cin, npos, columns)
     used = np.zeros((npos, columns), bool)
     used[order, :lanes] = True
+    if used.reshape(-1)[used.size - LEAD:].any():
+        raise f.fail(f"weights: {where}: a {kh}x{kw} kernel puts taps in the slots the stream "
+                     "cuts off: layout not understood")
     if np.any(grid[:, ~used] != 0):
         raise f.fail(f"weights: {where}: a value in a slot no tap or lane uses: layout not "
                      "understood")

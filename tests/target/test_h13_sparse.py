@@ -170,3 +170,9 @@ def test_other_shapes_compute_the_conv(cin, cout, kernel, groups, side, bias):
     got = np.asarray(out, np.float64).reshape(ref.shape)
     limit = np.abs(ref) * 2.0 ** -11 + w[0].size * 2.0 ** -24 * mag + 2.0 ** -24
     assert np.all(np.abs(got - ref) <= limit)
+
+
+def test_two_by_two_stride_two_is_refused():
+    """A 2x2 kernel fills all four phase positions; the last would fall past the stream's end."""
+    with pytest.raises(UnsupportedError, match="2x2 stride-2 kernel"):
+        lower(_conv_graph(64, 64, 2)[0])

@@ -120,7 +120,8 @@ def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
     else:
         lanes = 1 if depthwise else weights.ocg_lanes(cout_g, max(hin, win))
     if stride != 1:
-        reason = sparse.refusal(stride, depthwise=depthwise, outputs=cout_g, lanes=lanes)
+        reason = sparse.refusal(stride, kernel=kh, depthwise=depthwise, outputs=cout_g,
+                                lanes=lanes)
         if reason:
             raise UnsupportedError(f"{desc}: {reason}", where=where(op))
     chunks = None

@@ -28,6 +28,14 @@ slots, and the shifted tail of the last channel is cut off (only empty positions
 The 8-slot lead holds for 4, 8 and 16 lanes alike (env_conv_k1_c64_n64_s16_st2,
 conv_probe_k1_c512_n512_s16_st2_g4, conv_probe_k1_c128_n256_s16_st2); E = 4 for one lane
 (env_conv_k3_c64_n64_s16_st2_g4_bias1); 2 lanes would also use E = 4 - an extrapolation.
+
+Not reproduced, so refused (`refusal`): depthwise stride-2 convs.  Upstream Apple oracles
+conv_probe_k{1,3}_c64_n64_s16_st2_g64_bias0_same (mil-hwx-compiler research/oracles/h13) show
+KernelCfg 0x182, OCGSize 0, UnicastEn, 16 equal chunks of 0x40 / 0x80 bytes, and their sizes and
+non-zero byte counts fit one [u16 count][body] record per channel (channel o on chunk o % 16, the
+body laid out as above with one lane) - but that arrangement, and the variants tried (count
+placement and meaning, lead, slot columns, lane, channel order, per-channel padding), do not give
+Apple's sha256.
 """
 
 from __future__ import annotations
@@ -121,11 +129,17 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1):
     return b"".join(chunks), ranges
 
 
-def refusal(stride: int, *, depthwise: bool, outputs: int, lanes: int) -> str | None:
+def refusal(stride: int, *, kernel: int, depthwise: bool, outputs: int,
+            lanes: int) -> str | None:
     """Why a conv of this stride cannot use the rule above (None when it can).  `outputs` are the
     output channels per group of the task, `lanes` its planes' width."""
     if stride != 2:
         return f"stride {stride}: Apple's h13 programs show strides 1 and 2 only"
+    if kernel not in (1, 3):
+        # 2x2: every phase position holds a tap, so the last one would fall in the part of the
+        # stream the 8-slot lead pushes past its end; no Apple program shows what happens then.
+        return (f"a {kernel}x{kernel} stride-2 kernel: Apple's zero-skipping programs here show "
+                "1x1 and 3x3 kernels only")
     if depthwise:
         return ("a stride-2 depthwise conv: its zero-skipping layout is not in Apple's programs "
                 "here (only dense and grouped stride-2 convs are)")
