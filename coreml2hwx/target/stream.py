@@ -39,6 +39,14 @@ def round_up(value: int, align: int) -> int:
     return -(-value // align) * align
 
 
+def read_header(fmt, data: bytes, offset: int, file=None):
+    """(header words, extension words, offset of the first record) of the task at `offset`."""
+    header = words_of(data, offset, fmt.header_words, file)
+    pos = offset + 4 * fmt.header_words
+    extension = words_of(data, pos, 1, file) if fmt.has_extension(header) else []
+    return header, extension, pos + 4 * len(extension)
+
+
 def place_tasks(tasks: list[Task], encode_task, start: bytes = b"") -> bytes:
     """Each task's words at its `offset` after `start`, zero padding between; offsets increase."""
     out = bytearray(start)
@@ -110,12 +118,7 @@ class ChainedFormat:
 
     def decode_task(self, data, offset, size_words, *, file=None, base_offset=0) -> Task:
         """One task at `offset`; with `size_words` None, records run until a zero word or the end."""
-        header = words_of(data, offset, self.header_words, file)
-        pos = offset + 4 * self.header_words
-        extension = []
-        if self.has_extension(header):
-            extension = words_of(data, pos, 1, file)
-            pos += 4
+        header, extension, pos = read_header(self, data, offset, file)
         end = len(data) // 4 * 4 if size_words is None else offset + 4 * size_words
         if end > len(data):
             raise ProgramFormatError(f"task of {size_words} words overruns the "
@@ -209,12 +212,7 @@ class FramedFormat:
             raise ProgramFormatError(f"task of {size_words} words overruns the "
                                      f"{len(data):#x}-byte stream", file=file,
                                      offset=base_offset + offset)
-        header = words_of(data, offset, self.header_words, file)
-        pos = offset + 4 * self.header_words
-        extension = []
-        if self.has_extension(header):
-            extension = words_of(data, pos, 1, file)
-            pos += 4
+        header, extension, pos = read_header(self, data, offset, file)
         if pos > end:
             raise ProgramFormatError(f"task size {size_words} words is smaller than its header",
                                      file=file, offset=base_offset + offset)
