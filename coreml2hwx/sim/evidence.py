@@ -132,9 +132,12 @@ RULES: list[tuple[str, object, str]] = [
     # 1/sum with 0x101: bit 0 (source 1 along W) and bit 8, source 1 channel-dense - the source-1
     # twin of bit 9 [H], the only reading that puts task 3's result (ResultBase 0) under task 4's
     # source 1 (SourceBase 0).  Our encoder emits these words; the program computes softmax
-    # (tests/sim/test_sim_sparse.py).
+    # (tests/sim/test_sim_sparse.py).  Upstream oracle norm_layer_norm_ax3_1x8x1x64 (same
+    # repository, Apple's compiler on [1, 8, 1, 64] layer_norm over W) task 1 (the 1/sqrt(var +
+    # eps) factor) uses 0x501: the three bits above together - source 1 (the mean vector task 0
+    # wrote with 0x400) channel-dense and broadcast along W, the factor written along W.
     ("common.Unk30.Value", frozenset({0, 0x1, 0x2, 0x10, 0x20, 0x30, 0x80, 0x101, 0x200, 0x210,
-                                      0x400}), ALL),
+                                      0x400, 0x501}), ALL),
     ("common.Cfg.SmallSourceMode", NO_EFFECT, "scheduling (allbilly: no effect on output)"),
     ("common.Cfg.Sh*", NO_EFFECT, "scheduling (allbilly: no effect on output)"),
     ("common.Cfg.ActiveNE", frozenset({0, 1, 2, 3, 4}), "= ENE - 1 (census 98/98)"),

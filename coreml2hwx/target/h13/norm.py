@@ -6,11 +6,14 @@ layer_norm over the channels of a [1, C, 1, 1] tensor (no affine; `layer_norm_1x
   1. 1/sqrt(variance + eps) from x and the mean (PE.Cfg 0x92010, eps in PreScale's low half);
   2. (x - mean) x that factor, with [mean; factor] as the L2 operand (PE subtract, bias/scale form).
 layer_norm over C > 512 channels lays the C values along W first (`layer_norm_vector`, 5 tasks).
+layer_norm over W: of a [1, C, 1, W] tensor `layer_norm_last_axis` (3 tasks), with H > 1
+`norm_rows.layer_norm_rows` (5 tasks).
 softmax over a last axis of size 1 ([1, C, 1, 1]): `softmax.softmax_unit_axis`.
 softmax over the last axis of a [1, C, 1, W] tensor (`norm_softmax_an1_1x1x1x64`, upstream
 `norm_softmax_an1_1x8x1x64`), 5 tasks:
   0. max over W (PE PoolMode 2), keeping x;  1. (x - max) x log2(e) (PE subtract, Scale);
   2. exp2 LUT on log2(C) NEs (in place);  3. 1 / sum over W (PE.Cfg 0x1000);  4. the product.
+softmax over the last axis with H > 1: `softmax_rows.softmax_rows` (6 tasks, H rows as groups).
 The reductions whose result stays in L2 set NE.KernelCfg bit 12 (and header DisallowAbort), the
 tasks that read such a result bit 14 (census §6.4 notes).
 """
@@ -22,10 +25,12 @@ from coreml2hwx.target import lut
 from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch
 from coreml2hwx.target.h13.context import where
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_channel, pe_common, pe_row
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
 from coreml2hwx.target.h13.operand import active_engines
 from coreml2hwx.target.h13.softmax import VECTOR_MAX_CHANNELS, softmax_unit_axis
+from coreml2hwx.target.h13.norm_rows import layer_norm_rows
+from coreml2hwx.target.h13.softmax_rows import softmax_rows
 from coreml2hwx.target.h13.spec import SRC_FETCH_KEEP, SRC_FETCH_LAST, TaskSpec
 
 LOG2_E = 1.4426950408889634
@@ -78,11 +83,15 @@ def layer_norm(ctx, op) -> list:
     if op.attrs.get("gamma") is not None or op.attrs.get("beta") is not None:
         raise UnsupportedError("layer_norm with gamma/beta: Apple's h13 compiler refuses the "
                                "affine form", where=where(op))
+    eps = float(op.attrs.get("epsilon", 1e-5))
+    if {a % rank + 4 - rank for a in op.attrs["axes"]} == {3} and n == 1 and w > 1:
+        if h > 1:
+            return layer_norm_rows(ctx, op, x, y, eps)
+        return layer_norm_last_axis(op, x, y, eps)
     if n != 1 or (h, w) != (1, 1) or 1 not in axes:
         raise UnsupportedError(f"layer_norm {'x'.join(map(str, x.shape))} axes "
                                f"{list(op.attrs['axes'])}: only [1, C, 1, 1] over C is supported "
                                "on h13 yet", where=where(op))
-    eps = float(op.attrs.get("epsilon", 1e-5))
     if c > LN_MAX_ROWS:
         return layer_norm_vector(op, x, y, eps)
     unit, pair = 0x10, 0x20  # one value per row; [mean, factor] rows side by side
@@ -127,6 +136,8 @@ def softmax(ctx, op) -> list:
     x, y = ctx.surface(op.inputs[0]), ctx.surface(op.outputs[0])
     n, c, h, w = x.shape
     rank = len(ctx.graph.tensors[op.inputs[0]].shape)
+    if n == 1 and h > 1 and op.attrs["axis"] % rank == rank - 1:
+        return softmax_rows(ctx, op, x, y)
     if (n, h) != (1, 1) or op.attrs["axis"] % rank != rank - 1:
         raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis {op.attrs['axis']}: "
                                "only the last axis of a [1, C, 1, W] tensor is supported on h13 "
@@ -274,3 +285,60 @@ def layer_norm_vector(op, x, y, eps: float) -> list:
     S.dram_dest(out, y)
     out.header["ExeCycles"] = int(cost.LINE * c // cost.UNIT)
     return [spread, mean, factor, scaled, out]
+
+
+LN_VECTOR_CHANNELS = 8  # [1, C, 1, W] over W: the C statistics fit one 16-byte line (C <= 8 seen)
+LN_MAX_WIDTH = 512  # one PE channel line (`pe_channel`) holds the row
+
+
+def layer_norm_last_axis(op, x, y, eps: float) -> list:
+    """layer_norm over W of a [1, C, 1, W] tensor (upstream `norm_layer_norm_ax3_1x{8,1}x1x64`), the
+    three PE tasks of the [1, C, 1, 1] form with the roles of C and W swapped: the C rows of W
+    values are reduced along W, and the C means (then the C factors) travel as one vector along
+    W (Common 0x30 0x400 / 0x501 / 0x200, the softmax flags).  L2: the mean vector at 0, the
+    factor vector at 0x20, x kept at 0x40 by task 0 for task 2, the output after x."""
+    _, c, _, w = x.shape
+    if c > LN_VECTOR_CHANNELS or w > LN_MAX_WIDTH:
+        raise UnsupportedError(f"layer_norm {'x'.join(map(str, x.shape))} over W: only C <= "
+                               f"{LN_VECTOR_CHANNELS} rows of W <= {LN_MAX_WIDTH} are supported "
+                               "on h13 yet", where=where(op))
+    unit, pair = l2.UNIT, 2 * l2.UNIT  # one vector line each; [mean; factor] 0x20 apart
+    x_base, ch = 2 * pair, pe_channel(w)
+    row = c * ch
+
+    # One row (C = 1) is no vector: no vector flags (upstream `..._ax3_1x1x1x64`: 0x1 and 0 on
+    # tasks 1 and 2, as the [1, C, 1, W] softmax drops them at C = 1).
+    vector = c > 1
+    mean = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
+    if vector:
+        mean.set("common.Unk30", Value=FLAT_RESULT)
+    pe_arith(mean, {}, final=1.0 / w)
+    mean.set("ne.KernelCfg", Bit12=1)
+    S.dram_source(mean, x)
+    _region(mean, "src", x_base, ch, row, row, row)
+    mean.set("l2.SourceCfg", **KEEP_SOURCE)
+    l2.result(mean, base=0, cfg=l2.RESULT_KEEP)
+    _region(mean, "res", 0, unit, pair, unit)
+
+    factor = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="variance")
+    factor.set("common.Unk30", Value=(FLAT_RESULT | VECTOR1 if vector else 0) | BROADCAST_W1)
+    pe_arith(factor, dict(OpMode=4, NLMode=2, FirstSrc=1, SecSrc=2), final=1.0 / w)
+    factor.set("pe.PreScale", Low16=lut._bits(eps))
+    factor.set("ne.KernelCfg", Bit12=1, Bit14=1)
+    _region(factor, "src", 0, unit, pair, unit)
+    factor.set("l2.SourceCfg", **L2_READ)
+    _region(factor, "src2", x_base, ch, row, row)
+    l2.result(factor, base=pair, cfg=MIDDLE_RESULT)
+    _region(factor, "res", pair, unit, pair, unit)
+
+    out = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="scale_bias")
+    if vector:
+        out.set("common.Unk30", Value=VECTOR2)
+    pe_arith(out, dict(OpMode=0, SecSrc=3))
+    out.set("ne.KernelCfg", Bit14=1)
+    _region(out, "src", x_base, ch, row, row)
+    out.set("l2.SourceCfg", **L2_READ)
+    _region(out, "src2", 0, unit, pair, unit)
+    l2.result(out, base=x_base + row, cfg=LAST_RESULT)
+    S.dram_dest(out, y)
+    return [mean, factor, out]
