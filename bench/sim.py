@@ -8,7 +8,8 @@ the compiler refuses is reported and skipped):
 * a whole model (`--model`, default mobilenet_v2 at 224x224 from tests/models/zoo.py, converted by
   coremltools to .mlmodel): compiled by `compiler.compile_model`, run by `execute.run_compiled`
   (ANE segments in the simulator, host segments in the reference evaluator), against the torch
-  module's own forward pass on the CPU; `--model none` skips it.
+  module's own forward pass on the CPU; `--model none` skips it.  A second line splits the
+  fastest run into loading the .hwx files, the simulator (`run_program`) and the rest.
 Each is also timed in torch doing the same math on the CPU: fp16 tensors in, float32 arithmetic,
 fp16 out (`op(x.float()).half()`), the same weights, one thread for both (OPENBLAS_NUM_THREADS=1
 unless set).  The fastest of `--repeat` runs is used (the machine is shared; the minimum is the
@@ -148,6 +149,7 @@ def bench_model(name: str, size: int, repeat: int, torch):
         write_outputs(compiled, out)
         module, inputs = zoo.torch_model(name, size)
         sim = best_time(lambda: run_compiled(out, inputs), max(1, repeat // 5))
+        parts = _split(out, inputs, max(1, repeat // 5))
         x = [torch.from_numpy(v) for v in inputs.values()]
         with torch.no_grad():
             ref = best_time(lambda: module(*x), repeat)
@@ -156,7 +158,52 @@ def bench_model(name: str, size: int, repeat: int, torch):
     host = sum(len(s.ops) for s in compiled.segments if s.device == "host")
     print(f"{name} {size}x{size}: {len(ane)} ANE program(s), {tasks} task(s), {host} host op(s); "
           f"run {sim * 1e3:.1f} ms, torch {ref * 1e3:.1f} ms, ratio {sim / ref:.1f}")
+    split = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in parts.items())
+    print(f"{name} {size}x{size} split: {split}; simulator alone / torch "
+          f"{parts['simulator'] / ref:.1f}")
     return sim / ref
+
+
+def _split(out: Path, inputs, repeat: int) -> dict[str, float]:
+    """Where a whole-model run goes (fastest run): loading the .hwx files, the simulator itself
+    (`run_program`), and the rest (host ops in the evaluator, hand-overs)."""
+    import coreml2hwx.hwx
+    import coreml2hwx.sim
+    from coreml2hwx.execute import run_compiled
+
+    spent: dict[str, float] = {}
+
+    def timed(module, attr, label):
+        fn = getattr(module, attr)
+
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - start
+        return fn, wrapper
+
+    originals = [(m, a, *timed(m, a, label)) for m, a, label in
+                 ((coreml2hwx.hwx, "load_program", "load .hwx"),
+                  (coreml2hwx.sim, "run_program", "simulator"))]
+    for module, attr, _, wrapper in originals:
+        setattr(module, attr, wrapper)
+    try:
+        best = None
+        for _ in range(repeat):
+            spent.clear()
+            start = time.perf_counter()
+            run_compiled(out, inputs)
+            total = time.perf_counter() - start
+            if best is None or total < best[0]:
+                best = (total, dict(spent))
+    finally:
+        for module, attr, fn, _ in originals:
+            setattr(module, attr, fn)
+    total, parts = best
+    parts["host ops and hand-overs"] = total - sum(parts.values())
+    return parts
 
 
 def main(argv=None):

@@ -41,7 +41,13 @@ class TaskFields:
     def get(self, path: str):
         """A register field's value (`common.InDim.Win`); never-written registers stop the run."""
         word, field = self._word(path)
-        return field.value(field.bits(word))
+        values = _VALUES.setdefault(self.maps.REGISTERS, {})
+        key = (path, word)
+        if key not in values:
+            if len(values) >= _VALUES_MAX:
+                values.clear()
+            values[key] = field.value(field.bits(word))
+        return values[key]
 
     def bytes(self, path: str) -> int:
         """An address/stride field in bytes: the field's bits left in place."""
@@ -55,6 +61,12 @@ class TaskFields:
     def word(self, register_path: str) -> int:
         """The whole word of a register (`pe.Cfg`); 0 when never written."""
         return self.state.get(_address(self.maps.REGISTERS, register_path), 0)
+
+
+# Decoded field values by register map, then (path, word): a word decodes once per program run
+# (most registers keep their word from task to task).
+_VALUES: dict = {}
+_VALUES_MAX = 1 << 16
 
 
 @lru_cache(maxsize=1024)

@@ -91,6 +91,18 @@ class Chunks:
             if f.get(f"kernel_dma_src.CoeffDMAConfig[{i}].En"):
                 self.data[i] = coefficients(f, memory, i, None, "weights")
         self.pos = {i: 0 for i in self.data}
+        self._halves: dict[int, np.ndarray] = {}
+
+    def take_halves(self, chunk: int, count: int) -> np.ndarray:
+        """The next `count` fp16 values of a channel as fp32 (`take`; one conversion a channel)."""
+        start = self.pos.get(chunk, 0)
+        raw = self.take(chunk, 2 * count)
+        if start % 2:
+            return _halves(raw)
+        if chunk not in self._halves:
+            data = self.data[chunk]
+            self._halves[chunk] = np.frombuffer(data, "<f2", len(data) // 2).astype(F32)
+        return self._halves[chunk][start // 2:start // 2 + count]
 
     def take(self, chunk: int, nbytes: int) -> bytes:
         if chunk not in self.data:
@@ -118,14 +130,14 @@ def _halves(raw: bytes) -> np.ndarray:
 
 
 def dense_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bool):
-    b = _halves(chunks.take(chunk, 2 * lanes)) if bias else None
-    w = _halves(chunks.take(chunk, 2 * lanes * reduction)).reshape(reduction, lanes).T
+    b = chunks.take_halves(chunk, lanes) if bias else None
+    w = chunks.take_halves(chunk, lanes * reduction).reshape(reduction, lanes).T
     chunks.align(chunk)
     return w, b
 
 
 _UNPACKED: dict = {}  # (chunk bytes, layout parameters) -> (W, bias): weights read once
-_UNPACKED_MAX = 32
+_UNPACKED_MAX_BYTES = 128 << 20  # fp32 weights kept (a whole ResNet-18 fits)
 
 
 def weights(f, memory, groups: int, cin: int, cout: int, kh: int, kw: int, depthwise: bool):
@@ -138,10 +150,15 @@ def weights(f, memory, groups: int, cin: int, cout: int, kh: int, kw: int, depth
            f.get("ne.MACCfg.BiasMode"), f.get("ne.KernelCfg.SparseFmt"),
            f.get("common.ConvCfg.OCGSize"))
     if key not in _UNPACKED:
-        if len(_UNPACKED) >= _UNPACKED_MAX:
+        unpacked = _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise)
+        while _UNPACKED and _cached_bytes() + unpacked[0].nbytes > _UNPACKED_MAX_BYTES:
             _UNPACKED.pop(next(iter(_UNPACKED)))
-        _UNPACKED[key] = _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise)
+        _UNPACKED[key] = unpacked
     return _UNPACKED[key]
+
+
+def _cached_bytes() -> int:
+    return sum(w.nbytes for w, _ in _UNPACKED.values())
 
 
 def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):
@@ -152,11 +169,13 @@ def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):
             raise f.fail("weights: depthwise layout seen only dense, one group, Cin = Cout")
         w = np.zeros((1, cout, 1, kh, kw), F32)
         b = np.zeros((1, cout), F32) if bias else None
-        for o in range(cout):
-            chunk = o % CHANNELS
+        entry = int(bias) + kh * kw  # halves per channel: [bias] taps
+        for chunk in range(min(cout, CHANNELS)):
+            mine = range(chunk, cout, CHANNELS)  # channels of this chunk, back to back
+            values = chunks.take_halves(chunk, entry * len(mine)).reshape(len(mine), entry)
             if bias:
-                b[0, o] = _halves(chunks.take(chunk, 2))[0]
-            w[0, o, 0] = _halves(chunks.take(chunk, 2 * kh * kw)).reshape(kh, kw)
+                b[0, mine] = values[:, 0]
+            w[0, mine, 0] = values[:, int(bias):].reshape(len(mine), kh, kw)
         chunks.check_consumed()
         return w, b
     reduction = cin * kh * kw
@@ -190,8 +209,7 @@ def convolve(f, memory, x: np.ndarray, out_shape) -> np.ndarray:
         raise f.fail("GroupConvCfg.ElemMultMode in a task with weights: never seen")
     weight, bias = weights(f, memory, 1 if depthwise else g, cin, cout, kh, kw, depthwise)
     if depthwise:
-        out = np.einsum("gdcyxij,cij->gdcyx", _windows(x, kh, kw, sx, sy, px, py, hout, wout),
-                        weight[0, :, 0], dtype=F32)
+        out = depthwise_sum(x, weight[0, :, 0], (kh, kw, sx, sy, px, py, hout, wout))
         if bias is not None:
             out += bias[0][None, None, :, None, None]
         return out
@@ -207,11 +225,44 @@ def convolve(f, memory, x: np.ndarray, out_shape) -> np.ndarray:
     return out.reshape(g, d, cout, hout, wout)
 
 
-def _windows(x, kh, kw, sx, sy, px, py, hout, wout):
-    """(g, d, c, y, x, i, j): the input under each kernel tap, zero padded (left/top Px/Py)."""
+def depthwise_reference(x, taps, geometry) -> np.ndarray:
+    """Each channel's taps summed over its windows: one fp32 einsum (g, d, c, Hout, Wout)."""
+    return np.einsum("gdcyxij,cij->gdcyx", _windows(x, *geometry), taps, dtype=F32)
+
+
+def depthwise_sum(x, taps, geometry) -> np.ndarray:
+    """`depthwise_reference`, bit for bit, as whole-plane multiply-adds.  For kernels up to 3
+    wide, einsum sums each kernel row's products left to right and adds the row sums to a zeroed
+    output, row by row; this repeats that order.  Wider kernels keep the einsum (its inner sum
+    then goes through SIMD partial sums whose order depends on the CPU)."""
+    kh, kw, sx, sy, px, py, hout, wout = geometry
+    if kw > 3:
+        return depthwise_reference(x, taps, geometry)
+    padded = _padded(x, *geometry)
+    shape = x.shape[:3] + (hout, wout)
+    out, row_sum, tap = np.zeros(shape, F32), np.empty(shape, F32), np.empty(shape, F32)
+    for i in range(kh):
+        rows = padded[:, :, :, i:i + (hout - 1) * sy + 1:sy]
+        for j in range(kw):
+            product = row_sum if j == 0 else tap
+            np.multiply(rows[..., j:j + (wout - 1) * sx + 1:sx], taps[:, i, j, None, None],
+                        out=product)
+            if j:
+                row_sum += tap
+        out += row_sum
+    return out
+
+
+def _padded(x, kh, kw, sx, sy, px, py, hout, wout):
+    """x zero padded: Px/Py left/top, and right/bottom as far as the last window reaches."""
     h, w = x.shape[3:]
     bottom = max(0, (hout - 1) * sy + kh - py - h)
     right = max(0, (wout - 1) * sx + kw - px - w)
-    padded = np.pad(x, ((0, 0), (0, 0), (0, 0), (py, bottom), (px, right)))
+    return np.pad(x, ((0, 0), (0, 0), (0, 0), (py, bottom), (px, right)))
+
+
+def _windows(x, kh, kw, sx, sy, px, py, hout, wout):
+    """(g, d, c, y, x, i, j): the input under each kernel tap, zero padded (left/top Px/Py)."""
+    padded = _padded(x, kh, kw, sx, sy, px, py, hout, wout)
     windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(3, 4))
     return windows[:, :, :, ::sy, ::sx][:, :, :, :hout, :wout]

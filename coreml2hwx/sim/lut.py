@@ -35,6 +35,7 @@ TABLE_BYTES = 2 * SLOTS
 MODES = {0x01: "plain", 0x02: "plain", 0x60: "odd", 0x0A: "exp2", 0x67: "reciprocal",
          0xC9: "log2", 0xC5: "sqrt", 0xC6: "rsqrt"}
 ORIGIN_STEPS = {0x01: -16, 0x02: -32, 0x60: 0}
+SLICE = 1 << 15  # elements evaluated together (float64 temporaries stay in cache)
 
 
 class Lut:
@@ -59,16 +60,73 @@ class Lut:
         self.h = 2.0 ** -step
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        kind = MODES[self.mode]
+        with np.errstate(all="ignore"):
+            span = self._clamp() if x.dtype in (np.float32, np.float16) else None
+            if span is not None:
+                return self._clamped(x, span)
+            if kind in ("plain", "odd"):
+                return self._sliced(x)
+            return getattr(self, "_" + kind)(np.asarray(x, np.float64)).astype(np.float32)
+
+    def reference(self, x: np.ndarray) -> np.ndarray:
+        """The table evaluated on whole arrays (the definition `__call__` speeds up)."""
         x = np.asarray(x, np.float64)
         kind = MODES[self.mode]
         with np.errstate(all="ignore"):
             if kind == "plain":
-                y = self._plain(x, ORIGIN_STEPS[self.mode] * self.h)
+                y = self._plain_reference(x, ORIGIN_STEPS[self.mode] * self.h)
             elif kind == "odd":
-                y = np.copysign(self._plain(np.abs(x), 0.0), x)
+                y = np.copysign(self._plain_reference(np.abs(x), 0.0), x)
             else:
                 y = getattr(self, "_" + kind)(x)
-        return y.astype(np.float32)
+            return y.astype(np.float32)
+
+    def _clamp(self) -> tuple[float, float] | None:
+        """For a plain table that is y = x clamped to its bounds (relu6, hardtanh): the span of
+        inputs on its grid.  Off the grid `reference` gives out_lo for x <= lo, out_hi for
+        x >= hi, else x * 1 + 0 in float64 rounded to float32 - which, for float32 x, is
+        clip(x, lo, hi) in float32 when out_lo = lo and out_hi = hi (no -0 among them; x = +-0 is
+        on the grid).  With h in [2^-100, 2^20] the grid test t < 0 / t > 32 is exactly
+        x < origin / x > origin + 32 h (x - origin is exact near those ends and neither under-
+        nor overflows)."""
+        if MODES[self.mode] != "plain" or not 2.0 ** -100 <= self.h <= 2.0 ** 20:
+            return None
+        if tuple(self.below) != (1.0, 0.0) or tuple(self.above) != (1.0, 0.0):
+            return None
+        bounds = np.array([self.lo, self.hi, self.out_lo, self.out_hi])
+        if not (np.isfinite(bounds).all() and self.lo < self.hi and self.out_lo == self.lo
+                and self.out_hi == self.hi and not np.signbit(bounds[bounds == 0]).any()):
+            return None
+        origin = ORIGIN_STEPS[self.mode] * self.h
+        return origin, origin + 32 * self.h
+
+    def _clamped(self, x: np.ndarray, grid_span) -> np.ndarray:
+        """`reference` of a `_clamp` table: float32 clip, the table itself on grid inputs."""
+        x = np.asarray(x, np.float32)
+        if np.isnan(x).any():
+            return self.reference(x)
+        y = np.clip(x, np.float32(self.lo), np.float32(self.hi))
+        start, end = grid_span
+        grid = (x >= np.float32(start)) & (x <= np.float32(end))
+        if grid.any():
+            y[grid] = self.reference(x[grid])
+        return y
+
+    def _sliced(self, x: np.ndarray) -> np.ndarray:
+        """Plain and odd tables, element for element as `reference`, in cache-sized slices; the
+        grid is interpolated only where an input falls on it (a clamp table's inputs miss it)."""
+        flat = x.reshape(-1)
+        out = np.empty(flat.shape, np.float32)
+        plain = MODES[self.mode] == "plain"
+        for start in range(0, flat.size, SLICE):
+            part = flat[start:start + SLICE].astype(np.float64)
+            if plain:
+                out[start:start + SLICE] = self._plain(part, ORIGIN_STEPS[self.mode] * self.h)
+            else:
+                out[start:start + SLICE] = np.copysign(self._plain(np.abs(part), 0.0), part)
+        return out.reshape(x.shape)
 
     # -- the piecewise-linear core -------------------------------------------------------------
     def _grid(self, t: np.ndarray) -> np.ndarray:
@@ -78,6 +136,23 @@ class Lut:
         return self.knots[k] + frac * (self.knots[k + 1] - self.knots[k])
 
     def _plain(self, x: np.ndarray, origin: float) -> np.ndarray:
+        t = x - origin
+        t /= self.h
+        below, above = t < 0, t > 32
+        if np.array_equal(self.below, self.above):  # one line both sides (relu6, hardtanh)
+            y = self.below[0] * x
+            y += self.below[1]
+        else:
+            y = np.where(below, self.below[0] * x + self.below[1],
+                         self.above[0] * x + self.above[1])
+        grid = ~(below | above)
+        if grid.any():
+            y[grid] = self._grid(np.clip(t[grid], 0, 32))
+        np.putmask(y, x <= self.lo, self.out_lo)
+        np.putmask(y, x >= self.hi, self.out_hi)
+        return y
+
+    def _plain_reference(self, x: np.ndarray, origin: float) -> np.ndarray:
         t = (x - origin) / self.h
         y = self._grid(np.clip(t, 0, 32))
         y = np.where(t < 0, self.below[0] * x + self.below[1], y)
