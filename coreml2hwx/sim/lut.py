@@ -58,9 +58,13 @@ class Lut:
         self.above = slots[39:41]
         step = int(raw[41].astype(np.int16))
         self.h = 2.0 ** -step
+        self.where = where
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x)
+        if x.dtype.kind == "f" and np.isnan(x).any():
+            raise SimulationError("a lookup-table input is NaN: no Apple program shows what the "
+                                  "table does with NaN", where=self.where)
         kind = MODES[self.mode]
         with np.errstate(all="ignore"):
             span = self._clamp() if x.dtype in (np.float32, np.float16) else None

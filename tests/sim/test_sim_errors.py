@@ -184,3 +184,17 @@ def test_messages_name_the_evidence():
     with pytest.raises(SimulationError) as err:
         run_program(program, relu_inputs(program))
     assert re.search(r"\(seen: 0, 1, 2; none, ReLU, LUT\)", str(err.value))
+
+
+def test_nan_into_a_lookup_table_stops_with_one_line(shared):
+    """No Apple program shows what a table does with NaN: the run stops instead of guessing."""
+    import numpy as np
+
+    from coreml2hwx.errors import SimulationError
+    from coreml2hwx.hwx import load_program
+    from coreml2hwx.sim import run_program
+
+    program = load_program(shared / "artifacts/tinygrad_tinygrad/extra/accel/ane/ops/sigmoid.hwx")
+    x = np.full(program.inputs[0].shape, np.nan, np.float16)
+    with pytest.raises(SimulationError, match="NaN"):
+        run_program(program, {program.inputs[0].name: x})
