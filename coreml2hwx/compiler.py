@@ -232,6 +232,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -263,7 +266,8 @@ def render_outputs(compiled: Compiled, formats=("hwx",), debug=False) -> dict[st
 def debug_files(compiled: Compiled) -> dict[str, bytes]:
     from coreml2hwx import ir
     from coreml2hwx.report.listing import program_listing
-    from coreml2hwx.report.placement import placement_text
+    from coreml2hwx.report.placement import placement_html, placement_text
+    from coreml2hwx.report.svg import placement_svg, render
     from coreml2hwx.target import generation
 
     gen = generation(compiled.target)
@@ -276,6 +280,12 @@ def debug_files(compiled: Compiled) -> dict[str, bytes]:
         "debug/placement.txt": placement_text(compiled).encode(),
         "debug/compile.log": ("\n".join(compiled.log) + "\n").encode(),
     }
+    after_svg = placement_svg(ir.dump_dot(compiled.graph), compiled.placement)
+    files["debug/placement.html"] = placement_html(compiled, after_svg).encode()
+    for name, svg in (("ir_before", render(ir.dump_dot(compiled.graph_before))),
+                      ("ir_after", after_svg)):
+        if svg is not None:  # Graphviz's `dot` program installed: the drawings too
+            files[f"debug/{name}.svg"] = svg.encode()
     for seg in compiled.segments:
         if seg.program is not None:
             files[f"debug/{seg.name}.listing.txt"] = program_listing(

@@ -16,11 +16,15 @@ def placement_dot(dot: str, placement) -> str:
     return head + "\n".join(extra) + "\n}" + tail + "\n"
 
 
-def placement_svg(dot: str, placement) -> str | None:
-    """SVG text, or None when Graphviz's `dot` program is not installed."""
+def render(dot: str) -> str | None:
+    """SVG text of a DOT graph, or None when Graphviz's `dot` program is not installed."""
     if not shutil.which("dot"):
         return None
     import graphviz
 
-    svg = graphviz.Source(placement_dot(dot, placement)).pipe(format="svg").decode()
+    svg = graphviz.Source(dot).pipe(format="svg").decode()
     return svg[svg.find("<svg"):]
+
+
+def placement_svg(dot: str, placement) -> str | None:
+    return render(placement_dot(dot, placement))

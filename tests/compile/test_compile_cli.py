@@ -139,3 +139,13 @@ def test_anec_binds_buffers_as_the_asahi_driver_does(shared, tmp_path):
     got = run_program(anec_program, {"src0": x, "src1": z})
     np.testing.assert_array_equal(got["dst0"], expected[hwx_program.outputs[0].name])
     np.testing.assert_array_equal(got["dst0"], (x.astype(np.float32) - z).astype(np.float16))
+
+
+def test_outputs_get_the_usual_file_mode(shared, tmp_path):
+    import os
+
+    out = tmp_path / "out"
+    assert main([str(mil_file(shared, tmp_path, "binary_add_1x64x8x8")), "-o", str(out)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.hwx").stat().st_mode & 0o777 == 0o666 & ~umask
