@@ -118,3 +118,30 @@ def source2(spec, *, base, channels, width, row=None, channel_stride=None):
 def result(spec, *, base, cfg=RESULT_STREAM):
     spec.set("l2.ResultCfg", **cfg)
     spec.set("l2.ResultBase", Addr=base // 16)
+
+
+# -- one staged region's registers (base and strides in bytes) ------------------------------------
+def source_region(spec, base, ch, row, depth, group=0):
+    """Source 1 staged at `base`: channel, row, depth and group strides."""
+    spec.set("l2.SourceBase", Addr=base // UNIT)
+    spec.set("l2.SourceChannelStride", Stride=ch // UNIT)
+    spec.set("l2.SourceRowStride", Stride=row // UNIT)
+    spec.set("l2.Src1DepthStride", Value=depth)
+    spec.set("l2.Src1GroupStride", Value=group)
+
+
+def source2_region(spec, base, ch, row, depth):
+    """Source 2 read from L2 (not fetched by DMA) at `base`."""
+    spec.set("l2.Src2Base", Value=base)
+    spec.set("l2.Src2ChannelStride", Value=ch)
+    spec.set("l2.Src2RowStride", Value=row)
+    spec.set("l2.Src2DepthStride", Value=depth)
+    spec.l2_operand = True
+
+
+def result_strides(spec, ch, row, depth, group=0):
+    """The result's channel, row, depth and group strides (its base is set with the result)."""
+    spec.set("l2.ConvResultChannelStride", Stride=ch // UNIT)
+    spec.set("l2.ConvResultRowStride", Stride=row // UNIT)
+    spec.set("l2.ResultDepthStride", Value=depth)
+    spec.set("l2.ResultGroupStride", Value=group)

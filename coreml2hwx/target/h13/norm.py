@@ -57,22 +57,12 @@ def _pe(name, *, c, h, w, tile, task_type):
 
 def _region(spec, prefix, base, ch, row, depth, group=0):
     if prefix == "src":
-        spec.set("l2.SourceBase", Addr=base // 16)
-        spec.set("l2.SourceChannelStride", Stride=ch // 16)
-        spec.set("l2.SourceRowStride", Stride=row // 16)
-        spec.set("l2.Src1DepthStride", Value=depth)
-        spec.set("l2.Src1GroupStride", Value=group)
+        l2.source_region(spec, base, ch, row, depth, group)
     elif prefix == "src2":
-        spec.set("l2.Src2Base", Value=base)
-        spec.set("l2.Src2ChannelStride", Value=ch)
-        spec.set("l2.Src2RowStride", Value=row)
-        spec.set("l2.Src2DepthStride", Value=depth)
-        spec.l2_operand = True
+        l2.source2_region(spec, base, ch, row, depth)
     else:
-        spec.set("l2.ResultBase", Addr=base // 16)
-        spec.set("l2.ConvResultChannelStride", Stride=ch // 16)
-        spec.set("l2.ConvResultRowStride", Stride=row // 16)
-        spec.set("l2.ResultDepthStride", Value=depth)
+        spec.set("l2.ResultBase", Addr=base // l2.UNIT)
+        l2.result_strides(spec, ch, row, depth)
 
 
 def layer_norm(ctx, op) -> list:

@@ -26,8 +26,7 @@ from coreml2hwx.target.h13.elementwise import pe_arith
 from coreml2hwx.target.h13.operand import stage_runtime
 from coreml2hwx.target.h13.softmax_rows import (BROADCAST_W2, L2_READ, LAST_RESULT, LINE,
                                                  ONE_LINE_WIDTH, REDUCE_SOURCE, RowLayout,
-                                                 l2_pass, result_region, row_pe, source2_region,
-                                                 source_region)
+                                                 l2_pass, result_region, row_pe)
 
 SQUARE, RSQRT = 4, 2  # PE OpMode / NLMode of the factor task (as the [1, C, 1, 1] form's)
 
@@ -61,7 +60,7 @@ def _reduction(op, x, at, *, source, target) -> object:
     _, c, h, w = x.shape
     spec = row_pe(op, c, h, w, tile=1, task_type="reduce")
     spec.set("ne.KernelCfg", Bit12=1)
-    source_region(spec, source, at.ch, at.x, at.x, group=at.p)
+    l2.source_region(spec, source, at.ch, at.x, at.x, group=at.p)
     result_region(spec, target, LINE, h * at.m, at.m, group=at.m)
     spec.header["ExeCycles"] = int((cost.LINE * c * h + l2_pass(c, h, w)) // cost.UNIT)
     return spec
@@ -79,9 +78,9 @@ def _centre(op, c, h, w, at, copy, stats, centred):
     spec.set("common.Unk30", Value=BROADCAST_W2)
     pe_arith(spec, dict(OpMode=0, SecSrc=3))
     spec.set("ne.KernelCfg", Bit12=1, Bit14=1)
-    source_region(spec, copy, at.ch, at.p, at.x)
+    l2.source_region(spec, copy, at.ch, at.p, at.x)
     spec.set("l2.SourceCfg", **L2_READ)
-    source2_region(spec, stats, LINE, at.m, at.m)
+    l2.source2_region(spec, stats, LINE, at.m, at.m)
     result_region(spec, centred, at.ch, at.p, at.x)
     return spec
 
@@ -100,9 +99,9 @@ def _scale(op, c, h, w, at, centred, copy, y):
     spec.set("common.Unk30", Value=BROADCAST_W2)
     pe_arith(spec, dict(OpMode=1, SecSrc=2))
     spec.set("ne.KernelCfg", Bit14=1)
-    source_region(spec, centred, at.ch, at.p, at.x)
+    l2.source_region(spec, centred, at.ch, at.p, at.x)
     spec.set("l2.SourceCfg", **L2_READ)
-    source2_region(spec, copy, LINE, at.m, at.m)
+    l2.source2_region(spec, copy, LINE, at.m, at.m)
     l2.result(spec, base=copy + h * at.m, cfg=LAST_RESULT)
     S.dram_dest(spec, y)
     return spec

@@ -64,22 +64,12 @@ class _Layout:
 def _set(spec, role: str, region, group=None):
     base, ch, row, depth = region
     if role == "src":
-        spec.set("l2.SourceBase", Addr=base // 16)
-        spec.set("l2.SourceChannelStride", Stride=ch // 16)
-        spec.set("l2.SourceRowStride", Stride=row // 16)
-        spec.set("l2.Src1DepthStride", Value=depth)
-        spec.set("l2.Src1GroupStride", Value=depth if group is None else group)
+        l2.source_region(spec, base, ch, row, depth, depth if group is None else group)
     elif role == "src2":
-        spec.set("l2.Src2Base", Value=base)
-        spec.set("l2.Src2ChannelStride", Value=ch)
-        spec.set("l2.Src2RowStride", Value=row)
-        spec.set("l2.Src2DepthStride", Value=depth)
-        spec.l2_operand = True
+        l2.source2_region(spec, base, ch, row, depth)
     else:
-        spec.set("l2.ResultBase", Addr=base // 16)
-        spec.set("l2.ConvResultChannelStride", Stride=ch // 16)
-        spec.set("l2.ConvResultRowStride", Stride=row // 16)
-        spec.set("l2.ResultDepthStride", Value=depth)
+        spec.set("l2.ResultBase", Addr=base // l2.UNIT)
+        l2.result_strides(spec, ch, row, depth)
 
 
 def _pe(name, c, task_type):

@@ -97,29 +97,9 @@ def row_pe(op, c, h, w, *, tile, task_type) -> TaskSpec:
     return spec
 
 
-def source_region(spec, base, ch, row, depth, group=0):
-    spec.set("l2.SourceBase", Addr=base // 16)
-    spec.set("l2.SourceChannelStride", Stride=ch // 16)
-    spec.set("l2.SourceRowStride", Stride=row // 16)
-    spec.set("l2.Src1DepthStride", Value=depth)
-    spec.set("l2.Src1GroupStride", Value=group)
-
-
-def source2_region(spec, base, ch, row, depth):
-    spec.set("l2.Src2Base", Value=base)
-    spec.set("l2.Src2ChannelStride", Value=ch)
-    spec.set("l2.Src2RowStride", Value=row)
-    spec.set("l2.Src2DepthStride", Value=depth)
-    spec.l2_operand = True
-
-
 def result_region(spec, base, ch, row, depth, group=0, cfg=MIDDLE_RESULT):
     l2.result(spec, base=base, cfg=cfg)
-    spec.set("l2.ConvResultChannelStride", Stride=ch // 16)
-    spec.set("l2.ConvResultRowStride", Stride=row // 16)
-    spec.set("l2.ResultDepthStride", Value=depth)
-    if group:
-        spec.set("l2.ResultGroupStride", Value=group)
+    l2.result_strides(spec, ch, row, depth, group)
 
 
 def _row_reduce(op, x, at, *, peak: bool) -> TaskSpec:
@@ -130,7 +110,7 @@ def _row_reduce(op, x, at, *, peak: bool) -> TaskSpec:
     if peak:
         spec.set("l2.L2Cfg", PaddingMode=1)
     spec.set("ne.KernelCfg", Bit12=1)
-    source_region(spec, 0 if peak else at.values, at.ch, at.x, at.x, group=at.p if peak else at.v)
+    l2.source_region(spec, 0 if peak else at.values, at.ch, at.x, at.x, group=at.p if peak else at.v)
     spec.set("l2.SourceCfg", **REDUCE_SOURCE)
     result_region(spec, at.peaks if peak else 0, LINE, h * at.m, at.m, group=at.m)
     spec.header["ExeCycles"] = int((cost.LINE * c * h + l2_pass(c, h, w)) // cost.UNIT)
@@ -143,9 +123,9 @@ def _shift(op, c, h, w, at) -> TaskSpec:
     spec.set("common.Unk30", Value=BROADCAST_W2)
     pe_arith(spec, dict(OpMode=0, SecSrc=3), scale=LOG2_E)
     spec.set("ne.KernelCfg", Bit14=1)
-    source_region(spec, 0, at.ch, at.p, at.x)
+    l2.source_region(spec, 0, at.ch, at.p, at.x)
     spec.set("l2.SourceCfg", **L2_READ)
-    source2_region(spec, at.peaks, LINE, at.m, at.m)
+    l2.source2_region(spec, at.peaks, LINE, at.m, at.m)
     result_region(spec, at.values, at.ch, at.v, at.x)
     return spec
 
@@ -159,7 +139,7 @@ def _exp(ctx, op, c, h, w, at) -> TaskSpec:
     shifts = exp_shifts(w)
     spec.set("common.Cfg", ActiveNE=4, ShPref=shifts, ShMin=shifts, ShMax=shifts)
     spec.set("ne.MACCfg", OpMode=4, KernelMode=1, NonlinearMode=2)
-    source_region(spec, at.values, at.ch, at.v, at.x)
+    l2.source_region(spec, at.values, at.ch, at.v, at.x)
     spec.set("l2.SourceCfg", Dependent=2, DMAInterleave=1)
     result_region(spec, at.values, at.ch, at.v, at.x)
     lut_fetch(ctx, spec, lut.exp2(), 16)
@@ -189,9 +169,9 @@ def _product(op, c, h, w, at, y) -> TaskSpec:
     spec.set("common.Unk30", Value=BROADCAST_W1)
     pe_arith(spec, dict(OpMode=1, SecSrc=2))
     spec.set("ne.KernelCfg", Bit14=1)
-    source_region(spec, 0, LINE, at.m, at.m)
+    l2.source_region(spec, 0, LINE, at.m, at.m)
     spec.set("l2.SourceCfg", **L2_READ)
-    source2_region(spec, at.values, at.ch, at.v, at.x)
+    l2.source2_region(spec, at.values, at.ch, at.v, at.x)
     l2.result(spec, base=at.peaks, cfg=LAST_RESULT)
     S.dram_dest(spec, y)
     return spec
