@@ -15,6 +15,12 @@ reading, tests/sim/test_sim_sparse.py; ane-facts §2.10 describes the 4-lane 1x1
   position p, lane l is slot 8 + (ci * P + p) * E + l with E = max(lanes, 4); the body holds
   Cin * P * E slots, so its first 8 slots are empty and the last channel's final 8 are cut off.
 
+Depthwise stride-2 kernels (`read_depthwise`) hold one record per channel instead: channel o on
+coefficient channel o % 16, [bias halfword] [u16 = body bytes - 1] [body], the body one lane's
+stream read to its end (8 empty lead slots, then P positions of E slots, E = 4 or 2 in Apple's
+sections).  Four upstream Apple sections are read back to their compiled weights
+(tests/sim/test_sim_sparse.py).
+
 A value in any slot this reading leaves empty (the 8 lead slots, a position no tap uses, a lane past
 the plane's width), a byte count the groups do not fill exactly, or a kernel that is not square
 stops the run: the layout would not be understood.
@@ -91,3 +97,57 @@ def read_plane(chunks, chunk: int, lanes: int, reduction: int, bias: bool, *, ci
     chunks.align(chunk)
     w = grid[:, order, :lanes].astype(np.float32)  # (cin, taps, lanes)
     return w.transpose(2, 0, 1).reshape(lanes, reduction), b
+
+
+# -- depthwise: one record per channel ----------------------------------------------------------
+
+def _groups(f, body: bytes, where: str) -> np.ndarray:
+    """Every slot of a body that is read to its end (depthwise records carry no slot count)."""
+    values, at = [], 0
+    while at < len(body):
+        mask = body[at]
+        hot = [i for i in range(GROUP) if mask >> i & 1]
+        raw = body[at + 1:at + 1 + 2 * len(hot)]
+        if len(raw) != 2 * len(hot):
+            raise f.fail(f"weights: {where}: a slot group runs past the record's byte count")
+        group = np.zeros(GROUP, np.float16)
+        group[np.array(hot, int)] = np.frombuffer(raw, "<f2")
+        values.append(group)
+        at += 1 + len(raw)
+    return np.concatenate(values) if values else np.zeros(0, np.float16)
+
+
+def read_depthwise(chunks, channels: int, kernel: tuple[int, int], bias: bool):
+    """(W[channels][kh * kw], bias[channels] or None) of a depthwise stride-2 kernel (fp32).
+
+    Channel o is a record on coefficient channel o % 16, records back to back:
+    [bias halfword, with MACCfg.BiasMode] [u16 = body bytes - 1] [body].  The body is the slot
+    stream of one lane: 8 empty lead slots, then P positions of E slots each, tap at column 0.
+    E is whatever the body's length makes it (4 and 2 are the values Apple's sections show)."""
+    f = chunks.f
+    kh, kw = kernel
+    if kh != kw:
+        raise f.fail(f"weights: a {kh}x{kw} depthwise zero-skipping kernel; the layout is known "
+                     "for square kernels only")
+    order, npos = _positions(kh)
+    w = np.zeros((channels, kh * kw), np.float32)
+    b = np.zeros(channels, np.float32) if bias else None
+    for o in range(channels):
+        chunk, where = o % 16, f"depthwise sparse record of channel {o}"
+        if bias:
+            b[o] = np.frombuffer(chunks.take(chunk, 2), "<f2")[0]
+        size = int.from_bytes(chunks.take(chunk, 2), "little") + 1
+        stream = _groups(f, chunks.take(chunk, size), where)
+        columns, extra = divmod(stream.size - LEAD, npos)
+        if extra or columns not in (2, 4):
+            raise f.fail(f"weights: {where}: {stream.size} slots are not {LEAD} lead slots and "
+                         f"{npos} positions of 2 or 4 columns: layout not understood")
+        grid = stream[LEAD:].reshape(npos, columns)
+        used = np.zeros((npos, columns), bool)
+        used[order, 0] = True
+        if np.any(stream[:LEAD] != 0) or np.any(grid[~used] != 0):
+            raise f.fail(f"weights: {where}: a value in a slot no tap uses: layout not understood")
+        w[o] = grid[order, 0]
+    for chunk in range(min(channels, 16)):
+        chunks.align(chunk)
+    return w, b

@@ -20,9 +20,12 @@ import torch
 
 from coreml2hwx.errors import SimulationError
 from coreml2hwx.sim import run_program
+from coreml2hwx.sim.sparse import read_depthwise
 from coreml2hwx.target.h13.sparse import pack_sparse
 from tests.sim.support import compiled_tensor, mil_inputs, oracle, oracle_program
 from tests.sim.tolerance import assert_close, fp16
+from tests.target.upstream_depthwise import DEPTHWISE
+from tests.target.upstream_depthwise import compiled_weights as depthwise_weights
 
 STRIDE2 = [
     "conv_probe_k1_c128_n256_s16_st2_g1_bias0_valid",
@@ -201,3 +204,71 @@ def test_softmax_keeping_channel_dense_results_in_l2():
     # exp2 table and fp16(log2 e) as in test_sim_oracles' SOFTMAX_TOL
     assert_close(out, (e / e.sum(-1, keepdims=True)).reshape(out.shape), atol=1e-6, rtol=5e-3,
                  what="softmax 1x8x1x64")
+
+
+# -- depthwise stride-2: four upstream Apple sections (tests/target/upstream_depthwise.py) ------
+# Apple's bytes are rebuilt and used only once their sha256 equals the one Apple's compiler
+# produced; the reader (sim/sparse.read_depthwise) is then checked against the weights compiled.
+
+class _Fetch:
+    """The reader's view of the coefficient channels (kernel.Chunks' take / align / f.fail)."""
+
+    class _F:
+        @staticmethod
+        def fail(message):
+            return SimulationError(message)
+
+    def __init__(self, data: bytes, ranges):
+        self.f = self._F()
+        self.data = {i: data[o:o + s] for i, (o, s) in enumerate(ranges)}
+        self.pos = {i: 0 for i in self.data}
+
+    def take(self, chunk, nbytes):
+        start = self.pos[chunk]
+        if start + nbytes > len(self.data[chunk]):
+            raise SimulationError(f"channel {chunk} ends")
+        self.pos[chunk] = start + nbytes
+        return self.data[chunk][start:start + nbytes]
+
+    def align(self, chunk):
+        self.pos[chunk] = -(-self.pos[chunk] // 64) * 64
+
+
+def _apple_depthwise(name):
+    case = DEPTHWISE[name]
+    w, b = depthwise_weights(case)
+    data, ranges = pack_sparse(w, b, lanes=1, groups=case["channels"], hout=case["hout"])
+    assert hashlib.sha256(data).hexdigest() == case["sha256"], "not Apple's section"
+    return case, w, b, data, ranges
+
+
+@pytest.mark.parametrize("name", sorted(DEPTHWISE))
+def test_depthwise_reader_gives_the_compiled_weights(name):
+    case, w, b, data, ranges = _apple_depthwise(name)
+    fetch = _Fetch(data, ranges)
+    k = case["kernel"]
+    got_w, got_b = read_depthwise(fetch, case["channels"], (k, k), case["bias"])
+    assert np.array_equal(got_w, w.reshape(case["channels"], k * k).astype(np.float32))
+    if b is None:
+        assert got_b is None
+    else:
+        assert np.array_equal(got_b, b.astype(np.float32))
+    assert all(fetch.pos[i] == len(fetch.data[i]) for i in fetch.data)  # every byte accounted for
+
+
+def test_depthwise_value_in_the_lead_slots_stops_the_reader():
+    case, _, _, data, ranges = _apple_depthwise("conv_probe_k3_c64_n64_s16_st2_g64_bias0_same")
+    assert data[2] == 0  # channel 0: u16 count, then the lead group's mask (Apple's byte: 0)
+    bad = bytearray(data)
+    bad[2] = 0x01  # claims a value in lead slot 0
+    with pytest.raises(SimulationError, match="layout not understood|runs past"):
+        read_depthwise(_Fetch(bytes(bad), ranges), 64, (3, 3), False)
+
+
+def test_depthwise_record_of_unknown_length_stops_the_reader():
+    name = "encoder_conv_idx_c256_n256_k3x3_s2_g256_bias1_same_x1500x64"
+    case, _, _, data, ranges = _apple_depthwise(name)
+    bad = bytearray(data)
+    bad[2:4] = (int.from_bytes(data[2:4], "little") - 3).to_bytes(2, "little")  # [bias] [count]
+    with pytest.raises(SimulationError):
+        read_depthwise(_Fetch(bytes(bad), ranges), 256, (3, 3), True)

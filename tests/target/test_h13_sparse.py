@@ -4,7 +4,8 @@ Ground truth: the six stride-2 programs in ../shared/oracles/h13 - the constant-
 the KernelDMASrc chunk registers (CoeffBaseAddr / CoeffBfrSize) Apple's compiler wrote for the
 weights the oracle README's rule rebuilds; whole-program equality is in test_h13_conv.py.  The
 last tests compile stride-2 shapes no oracle shows and compare the simulated program with torch:
-they check that the rule is applied consistently, not that Apple would agree.
+they check that the rule is applied consistently, not that Apple would agree.  Depthwise stride-2:
+the sha256 and chunk sizes of four upstream Apple programs (tests/target/upstream_depthwise.py).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.ir import Graph
 from coreml2hwx.sim import run_program
 from coreml2hwx.target.h13 import lower
-from coreml2hwx.target.h13.sparse import pack_sparse, positions
+from coreml2hwx.target.h13.sparse import (depthwise_columns, pack_depthwise, pack_sparse,
+                                          positions)
 from tests.conftest import load_json, oracle_files
+from tests.target.upstream_depthwise import DEPTHWISE, compiled_weights
 
 STRIDE2 = [load_json(p) for p in oracle_files("h13")
            if load_json(p)["parameters"].get("stride") == 2 and not load_json(p)["error"]]
@@ -176,3 +179,66 @@ def test_two_by_two_stride_two_is_refused():
     """A 2x2 kernel fills all four phase positions; the last would fall past the stream's end."""
     with pytest.raises(UnsupportedError, match="2x2 stride-2 kernel"):
         lower(_conv_graph(64, 64, 2)[0])
+
+
+# -- depthwise: four upstream Apple sections (tests/target/upstream_depthwise.py) ---------------
+
+
+
+@pytest.mark.parametrize("name", sorted(DEPTHWISE))
+def test_depthwise_section_is_apples(name):
+    case = DEPTHWISE[name]
+    w, b = compiled_weights(case)
+    data, chunks = pack_sparse(w, b, lanes=1, groups=case["channels"], hout=case["hout"])
+    assert len(data) == case["size"]
+    assert hashlib.sha256(data).hexdigest() == case["sha256"]
+    # CoeffBfrSize: 16 equal chunks, CoeffBaseAddr back to back (Apple's KernelDMASrc words)
+    assert chunks == [(i * case["chunk"], case["chunk"]) for i in range(16)]
+
+
+@pytest.mark.parametrize("name", sorted(DEPTHWISE))
+def test_depthwise_columns_are_the_ones_apple_used(name):
+    """The slot columns Apple used (4 at Hout 8, 2 at Hout 750): the other one misses the hash."""
+    case = DEPTHWISE[name]
+    w, b = compiled_weights(case)
+    other = 6 - depthwise_columns(case["hout"])
+    data, _ = pack_depthwise(w, b, columns=other)
+    assert hashlib.sha256(data).hexdigest() != case["sha256"]
+
+
+def test_depthwise_pack_needs_the_output_height():
+    w = np.ones((16, 1, 3, 3), np.float16)
+    with pytest.raises(ValueError, match="output height"):
+        pack_sparse(w, None, lanes=1, groups=16)
+
+
+# Words of Apple's two depthwise probe programs (upstream JSON "task_descriptors"): Common.ConvCfg,
+# GroupConvCfg (UnicastEn, UnicastCin 1), Cfg, NE.KernelCfg (SparseFmt), MACCfg, CoeffBfrSize[0].
+APPLE_PROBE_WORDS = {
+    "conv_probe_k1_c64_n64_s16_st2_g64_bias0_same": {
+        0x1C: 0x50014021, 0x24: 0x14001, 0x34: 0x00244405, 0xC800: 0x182, 0xC804: 0x00101C00,
+        0x1F888: 0x40},
+    "conv_probe_k3_c64_n64_s16_st2_g64_bias0_same": {
+        0x1C: 0x50014063, 0x24: 0x14001, 0x34: 0x00244405, 0xC800: 0x182, 0xC804: 0x00101C00,
+        0x1F888: 0x80},
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPLE_PROBE_WORDS))
+def test_depthwise_probe_lowers_to_apples_program(name, monkeypatch):
+    """With the refusal lifted (it waits for the simulator, see sparse.refusal), the encoder's
+    program for Apple's probe has Apple's constant section and key words."""
+    monkeypatch.setattr("coreml2hwx.target.h13.sparse.refusal", lambda *a, **k: None)
+    case = DEPTHWISE[name]
+    w, _ = compiled_weights(case)
+    k = case["kernel"]
+    g = Graph("t")
+    g.add_input("x", (1, 64, 16, 16), "float16")
+    pads = (0, 1, 0, 1) if k == 3 else (0, 0, 0, 0)  # MIL pad_type same at stride 2
+    g.add_op("conv", ["x"], ["y"], {"weight": np.array(w), "bias": None, "strides": (2, 2),
+                                   "dilations": (1, 1), "pads": pads, "groups": 64})
+    g.set_outputs(["y"])
+    program = lower(g)
+    assert hashlib.sha256(bytes(program.constants)).hexdigest() == case["sha256"]
+    got = program.tasks[0].writes()
+    assert {a: got.get(a) for a in APPLE_PROBE_WORDS[name]} == APPLE_PROBE_WORDS[name]

@@ -127,7 +127,8 @@ def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
     chunks = None
     if stride != 1:
         try:
-            data, chunks = sparse.pack_sparse(weight, bias, lanes=lanes, groups=groups)
+            data, chunks = sparse.pack_sparse(weight, bias, lanes=lanes, groups=groups,
+                                                  hout=hout)
         except ValueError as err:
             raise UnsupportedError(f"{desc}: {err}", where=where(op)) from None
         size = max(s for _, s in chunks)

@@ -29,13 +29,30 @@ The 8-slot lead holds for 4, 8 and 16 lanes alike (env_conv_k1_c64_n64_s16_st2,
 conv_probe_k1_c512_n512_s16_st2_g4, conv_probe_k1_c128_n256_s16_st2); E = 4 for one lane
 (env_conv_k3_c64_n64_s16_st2_g4_bias1); 2 lanes would also use E = 4 - an extrapolation.
 
-Not reproduced, so refused (`refusal`): depthwise stride-2 convs.  Upstream Apple oracles
-conv_probe_k{1,3}_c64_n64_s16_st2_g64_bias0_same (mil-hwx-compiler research/oracles/h13) show
-KernelCfg 0x182, OCGSize 0, UnicastEn, 16 equal chunks of 0x40 / 0x80 bytes, and their sizes and
-non-zero byte counts fit one [u16 count][body] record per channel (channel o on chunk o % 16, the
-body laid out as above with one lane) - but that arrangement, and the variants tried (count
-placement and meaning, lead, slot columns, lane, channel order, per-channel padding), do not give
-Apple's sha256.
+Depthwise stride-2 convs (groups = Cin = Cout; `pack_depthwise`) use the same slot stream with one
+lane, but as one record per channel, channel o on chunk o % 16, the records of a chunk back to back
+(no per-record padding) and the chunk padded to 64 bytes:
+
+    [the channel's bias halfword, when there is a bias]
+    u16 = (body byte count) - 1
+    body = groups of the stream: 8 empty lead slots, then P * E slots (position p, column 0 =
+           slot 8 + p * E), nothing cut off
+
+E (slot columns per position) is 4 in Apple's bias-free 64-channel sections with Hout 8 and 2 in its
+biased 256-channel sections with Hout 750 (`depthwise_columns`).  This rebuilds four upstream Apple
+sections byte for byte (mil-hwx-compiler research/oracles/h13, sha256 in
+tests/target/test_h13_sparse.py): conv_probe_k1_c64_n64_s16_st2_g64_bias0_same and
+conv_probe_k3_c64_n64_s16_st2_g64_bias0_same (E = 4, weights by the oracle README rule: the
+128-byte blob header, then 0.5s), encoder_conv_idx_c256_n256_k3x3_s2_g256_bias1_same_x1500x64 and
+encoder_conv_idxb_c256_n256_k3x3_s2_g256_bias1_same (E = 2, weights uint16(i + 1), bias following,
+the second XOR 0x4b1d).  What fixed it, after the failed attempts: the count is one less than the
+body, the stream keeps its tail (the dense rule cuts it), and the biased sections use 2 columns.
+Hypotheses the hashes excluded: count = body length (both probes and both biased sections);
+E = 4 with a bias (sizes: 16 x 31 bytes do not fit the 448-byte chunks); bias absent / trailing
+empty groups trimmed (non-zero byte totals off by one); channels o // 16 on chunk o (per-2 KiB
+non-zero counts).  Not pinned: which property sets E - Hout (8 vs 750), the bias, the channel count
+or the compiler build differ together between the two pairs; `depthwise_columns` keys it on Hout
+like Common.Cfg's SmallSourceMode (`conv.conv_cfg_sh`), an extrapolation between Hout 8 and 750.
 """
 
 from __future__ import annotations
@@ -107,9 +124,15 @@ def _pad64(data: bytes) -> bytes:
     return data + bytes(-len(data) % 64)
 
 
-def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1):
-    """weight [O, I/groups, K, K] (+ bias [O]) -> (bytes, [(offset, size)] of the 16 chunks)."""
+def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1, hout: int | None = None):
+    """weight [O, I/groups, K, K] (+ bias [O]) -> (bytes, [(offset, size)] of the 16 chunks).
+    A depthwise weight (groups = O, one input channel each) takes `pack_depthwise`, whose slot
+    columns follow the output height `hout`."""
     out_channels, cin_g, kernel, _ = weight.shape
+    if groups == out_channels > 1 and cin_g == 1:
+        if hout is None:
+            raise ValueError("a depthwise zero-skipping kernel needs the output height")
+        return pack_depthwise(weight, bias, columns=depthwise_columns(hout))
     per_group = out_channels // groups
     taps = weight.reshape(out_channels, cin_g, kernel * kernel).astype(np.float16)
     bias16 = None if bias is None else np.asarray(bias, np.float16).reshape(-1)
@@ -129,6 +152,42 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1):
     return b"".join(chunks), ranges
 
 
+# -- depthwise --------------------------------------------------------------------------------
+
+def depthwise_columns(hout: int) -> int:
+    """Slot columns E of a depthwise record: 4 at Hout 8 (conv_probe_k{1,3}_c64 ... g64), 2 at
+    Hout 750 (encoder_conv_idx*_c256 ... g256); the split at Hout 8 follows SmallSourceMode."""
+    return MIN_SLOT_COLUMNS if hout <= 8 else 2
+
+
+def depthwise_record(taps: np.ndarray, bias, kernel: int, columns: int) -> bytes:
+    """One channel: [bias] u16 (body bytes - 1), body = 8 lead slots + P * columns slots."""
+    pos, count = positions(kernel)
+    grid = np.zeros((count, columns), np.float16)
+    grid[pos, 0] = taps
+    stream = np.zeros(LEAD_SLOTS + grid.size + -(LEAD_SLOTS + grid.size) % 8, np.float16)
+    stream[LEAD_SLOTS:LEAD_SLOTS + grid.size] = grid.reshape(-1)
+    body = encode_stream(stream)
+    head = b"" if bias is None else np.float16(bias).tobytes()
+    return head + struct.pack("<H", len(body) - 1) + body
+
+
+def pack_depthwise(weight: np.ndarray, bias, *, columns: int):
+    """weight [C, 1, K, K] (+ bias [C]) -> (bytes, [(offset, size)] of the 16 chunks)."""
+    channels, _, kernel, _ = weight.shape
+    taps = weight.reshape(channels, kernel * kernel).astype(np.float16)
+    bias16 = None if bias is None else np.asarray(bias, np.float16).reshape(-1)
+    chunks = [_pad64(b"".join(depthwise_record(taps[o], None if bias16 is None else bias16[o],
+                                               kernel, columns)
+                              for o in range(c, channels, CHUNKS)))
+              for c in range(CHUNKS)]
+    ranges, offset = [], 0
+    for chunk in chunks:
+        ranges.append((offset, len(chunk)))
+        offset += len(chunk)
+    return b"".join(chunks), ranges
+
+
 def refusal(stride: int, *, kernel: int, depthwise: bool, outputs: int,
             lanes: int) -> str | None:
     """Why a conv of this stride cannot use the rule above (None when it can).  `outputs` are the
@@ -141,9 +200,11 @@ def refusal(stride: int, *, kernel: int, depthwise: bool, outputs: int,
         return (f"a {kernel}x{kernel} stride-2 kernel: Apple's zero-skipping programs here show "
                 "1x1 and 3x3 kernels only")
     if depthwise:
-        return ("a stride-2 depthwise conv: its zero-skipping layout is not in Apple's programs "
-                "here (only dense and grouped stride-2 convs are)")
-    if outputs != CHUNKS * lanes:
+        # The layout is Apple's (`pack_depthwise`); lift this once the simulator's kernel reader
+        # dispatches depthwise sparse tasks to coreml2hwx.sim.sparse.read_depthwise.
+        return ("a stride-2 depthwise conv: its zero-skipping kernel (sparse.pack_depthwise) "
+                "cannot be checked by the simulator yet")
+    if not depthwise and outputs != CHUNKS * lanes:
         return (f"{outputs} output channels per group is not 16 planes of {lanes} lanes: Apple's "
                 "stride-2 programs hold one zero-skipping plane per coefficient channel and group")
     return None
