@@ -17,9 +17,10 @@ PASSES: dict[str, Callable[[Graph], str | None]] = {}
 
 # The default order: fold what is known at compile time, then fuse what one H13 task can do.
 DEFAULT_PIPELINE = ["mil_checks", "fold_constants", "fold_batchnorm", "fuse_activation",
-                    "prune"]
+                    "linear_as_conv", "prune"]
 
-_MODULES = ["mil_checks", "fold_constants", "fold_batchnorm", "fuse_activation", "prune"]
+_MODULES = ["mil_checks", "fold_constants", "fold_batchnorm", "fuse_activation", "linear_as_conv",
+            "prune"]
 
 
 def register(name: str):
