@@ -22,6 +22,27 @@ reproduced every Apple table bit for bit from these readings):
 The exponent handling of the last four modes is this module's hypothesis [H]; the eiln exp, exp2,
 inv, log, log2, log10, sqrt and rsqrt streams and the oracle real_div / rsqrt / softmax programs
 check it (tests/sim).  A table in any other mode (eiln ceil uses 0x63 and 0x64) stops the run.
+
+Why 0x63 / 0x64 stay unknown (eiln unary/ceil.bin, source op torch.ceil on fp16).  The program is
+B = T64(fp16(T63(x))) rounded to fp16, then fp16(B + [x > 0]) by the PE (the third table, mode
+0x01, is the step [x > 0]; test_sim_eiln probes this flow).  Both unknown tables are all zeros
+(knots, tails) with bounds -inf/+inf; T63 has step h = 1 and bound outputs 0, 0; T64 has h = 2^-5
+(exp2's grid) and bound outputs -inf, +inf.  So torch.ceil pins only the composition: B(x) must be
+ceil(x) - 1 for x > 0 and ceil(x) for x <= 0 ("strict truncation").  No B is exact for the 512
+positive fp16 x in (2048, 4096) with an odd last mantissa bit (x +- 1 are ties that round to even),
+so "ceil within 2 there, exact elsewhere" is the best any reading can give.  Checked on every
+finite fp16 (throwaway numpy, composing candidates for T63 x T64 from: identity, floor, trunc,
+round-half-even, ceil, x - floor(x), x - trunc(x), fp16 next-below, x - 0.5, strict truncation):
+* excluded: T63 any integer rounding (floor, trunc, round, or n + table(f) with a zero table): it
+  maps 2 and 2.5 alike, but B(2) = 1, B(2.5) = 2 - wrong at every positive integer at best;
+  T63 any fractional part (the integer part is lost); both modes read as plain odd tables of
+  their zero knots (B = 0); the natural "n + table(f) on exp2's k/32 grid" for 0x64 (= trunc)
+  after a T63 that passes x on (wrong at every positive integer) or moves it to the next fp16
+  below (11 775 values wrong);
+* still fitting, with only the 512 unavoidable misses: T63 = x (or ceil) with T64 = strict
+  truncation, and T63 = strict truncation with T64 = x, floor, trunc, round or ceil.
+One program cannot separate these, and none explains T63's bound outputs (0 at +-inf would make
+ceil(+inf) = 1).  A second Apple program using either mode alone is needed before one is added.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from coreml2hwx.errors import SimulationError
 from coreml2hwx.sim import run_program
@@ -277,19 +278,67 @@ def test_atan_adds_two_coarse_tables():
     assert_close(run("atan", a), np.arctan(f64(a)), atol=0.035, what="atan")
 
 
-def test_frac_runs_but_its_source_math_is_unknown():
-    """eiln's frac kernel takes two inputs; what it was compiled from is not recorded, so only
-    that it runs (every field backed by evidence) is checked, not a value."""
-    a, b = _inputs("frac", 2)
-    assert run("frac", a, b).shape == EILN_SHAPE
+def _every_finite_fp16():
+    """All 63 488 finite fp16 values, repeated to fill eiln's tensor."""
+    x = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+    x = x[np.isfinite(x)]
+    return np.resize(x, EILN_SHAPE)
+
+
+def test_frac_is_x_minus_trunc_given_the_integer_magnitude():
+    """eiln's frac takes two inputs (slot 5 = a, slot 6 = x): sign table on x, a * sign(x), then
+    x - that (decoded.txt frac TD0-TD2) - the integer part is an input, mirrored by sign(x).  With
+    a = trunc(|x|) the program is torch.frac (x - trunc(x)) on every finite fp16, exactly (one
+    rounding of an exact difference).  x - floor(x) does not fit with that input: it differs on
+    every negative non-integer (it would need a = |floor(x)|, which the sign mirroring does not
+    suggest).  Ground truth: torch.frac."""
+    x = _every_finite_fp16()
+    a = fp16(np.trunc(np.abs(f64(x))))
+    got = run("frac", a, x)
+    want = torch.frac(torch.from_numpy(x)).numpy()
+    assert_exact(got, want.astype(np.float32), "frac")
+    floor_frac = fp16(f64(x) - np.floor(f64(x)))
+    negative_fraction = (f64(x) < 0) & (np.trunc(f64(x)) != f64(x))
+    assert (got != floor_frac)[negative_fraction].all()
+    assert (got == floor_frac)[~negative_fraction].all()
 
 
 def test_ceil_stops_at_its_unknown_table_mode():
     """ceil's tables use modes 0x63 / 0x64, whose evaluation no source explains (lut-rules §3
-    copies them verbatim): the run stops naming the task and the value."""
+    copies them verbatim): the run stops naming the task and the value.  Only the composition of
+    the two tables is pinned by torch.ceil; lut.py's docstring says why that does not pin either
+    mode."""
     (a,) = _inputs("ceil", 1)
     with pytest.raises(SimulationError, match=r"task 0: lookup table mode \(slot 42\) = 0x63"):
         run("ceil", a)
+
+
+def _strict_trunc(x):
+    """The largest integer below x for x > 0, ceil(x) for x <= 0."""
+    return np.where(x > 0, np.ceil(x) - 1, np.ceil(x))
+
+
+def test_ceil_program_is_its_two_tables_composed_plus_x_positive(monkeypatch):
+    """The data flow of Apple's 4 tasks (decoded.txt ceil TD0-TD3): x -> table 0x63 -> fp16 ->
+    table 0x64 -> fp16, plus the step table [x > 0] on x, added by the PE.  Stand-ins for the two
+    unknown modes - 0x63 passes x on, 0x64 is _strict_trunc - are only a probe of that flow, not
+    a claim about either mode: with them the program is torch.ceil on every finite fp16 but the
+    512 positive x in (2048, 4096) with an odd last mantissa bit, where no fp16 value b has
+    fp16(b + 1) = x (x +- 1 are ties that round to even): there the result is x +- 2."""
+    from coreml2hwx.sim import lut
+
+    monkeypatch.setitem(lut.MODES, 0x63, "probe_pass")
+    monkeypatch.setitem(lut.MODES, 0x64, "probe_trunc")
+    monkeypatch.setattr(lut.Lut, "_probe_pass", lambda self, v: v, raising=False)
+    monkeypatch.setattr(lut.Lut, "_probe_trunc", lambda self, v: _strict_trunc(v),
+                        raising=False)
+    x = _every_finite_fp16()
+    got = f64(run("ceil", x))
+    want = torch.ceil(torch.from_numpy(x)).numpy().astype(np.float64)
+    odd = (f64(x) > 2048) & (f64(x) < 4096) & (x.view(np.uint16) & 1 == 1)
+    assert np.unique(x[odd]).size == 512
+    assert (got == want)[~odd].all()
+    assert (np.abs(got - want)[odd] == 2).all()
 
 
 def test_every_eiln_kernel_is_covered():
