@@ -293,6 +293,12 @@ def debug_files(compiled: Compiled) -> dict[str, bytes]:
     return files
 
 
+# Files a compile writes into its output folder; those a new compile does not write again are
+# removed, so a folder never holds programs of an earlier compile (the manifest names the current).
+OUTPUT_PATTERNS = ("model.hwx", "model.anec", "segment*.hwx", "segment*.anec", "graph.json",
+                   "graph.bin", MANIFEST, "debug/*")
+
+
 def write_outputs(compiled: Compiled, out_dir, formats=("hwx",), debug=False) -> list[Path]:
     out_dir = Path(out_dir)
     files = render_outputs(compiled, formats, debug)
@@ -300,4 +306,10 @@ def write_outputs(compiled: Compiled, out_dir, formats=("hwx",), debug=False) ->
     for name, data in files.items():
         atomic_write(out_dir / name, data)
         written.append(out_dir / name)
+    stale = {p for pattern in OUTPUT_PATTERNS for p in out_dir.glob(pattern) if p.is_file()}
+    for path in sorted(stale - set(written)):
+        path.unlink()
+    debug_dir = out_dir / "debug"
+    if debug_dir.is_dir() and not any(debug_dir.iterdir()):
+        debug_dir.rmdir()
     return written

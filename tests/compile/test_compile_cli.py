@@ -149,3 +149,13 @@ def test_outputs_get_the_usual_file_mode(shared, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (out / "model.hwx").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_recompiling_into_a_folder_leaves_no_stale_programs(shared, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(EXAMPLE), "debug", "-o", str(out)]) == 0
+    assert len(list(out.glob("segment*.hwx"))) > 1
+    keep = out / "notes.txt"
+    keep.write_text("the user's own file")
+    assert main([str(mil_file(shared, tmp_path, "binary_add_1x64x8x8")), "-o", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.hwx", "notes.txt"]
