@@ -165,8 +165,13 @@ def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):
     bias = bool(f.get("ne.MACCfg.BiasMode"))
     sparse = bool(f.get("ne.KernelCfg.SparseFmt"))
     if depthwise:
-        if sparse or groups != 1 or cin != cout:
-            raise f.fail("weights: depthwise layout seen only dense, one group, Cin = Cout")
+        if groups != 1 or cin != cout:
+            raise f.fail("weights: depthwise layout seen only with one group, Cin = Cout")
+        if sparse:  # one zero-skipping record per channel (sim/sparse.read_depthwise: four
+            # upstream Apple stride-2 depthwise sections rebuilt byte for byte)
+            w, b = zero_skipping.read_depthwise(chunks, cout, (kh, kw), bias)
+            chunks.check_consumed()
+            return w.reshape(1, cout, 1, kh, kw), (None if b is None else b[None])
         w = np.zeros((1, cout, 1, kh, kw), F32)
         b = np.zeros((1, cout), F32) if bias else None
         entry = int(bias) + kh * kw  # halves per channel: [bias] taps

@@ -242,3 +242,32 @@ def test_depthwise_probe_lowers_to_apples_program(name, monkeypatch):
     assert hashlib.sha256(bytes(program.constants)).hexdigest() == case["sha256"]
     got = program.tasks[0].writes()
     assert {a: got.get(a) for a in APPLE_PROBE_WORDS[name]} == APPLE_PROBE_WORDS[name]
+
+
+@pytest.mark.parametrize("name", sorted(APPLE_PROBE_WORDS))
+def test_simulator_runs_apples_depthwise_section(name, monkeypatch):
+    """The program above holds Apple's exact constant bytes (sha256 checked there and here); the
+    simulator, reading them with sim/sparse.read_depthwise, computes the depthwise convolution."""
+    monkeypatch.setattr("coreml2hwx.target.h13.sparse.refusal", lambda *a, **k: None)
+    case = DEPTHWISE[name]
+    w, _ = compiled_weights(case)
+    w = np.array(w)
+    k = case["kernel"]
+    pads = (0, 1, 0, 1) if k == 3 else (0, 0, 0, 0)
+    g = Graph("t")
+    g.add_input("x", (1, 64, 16, 16), "float16")
+    g.add_op("conv", ["x"], ["y"], {"weight": w, "bias": None, "strides": (2, 2),
+                                   "dilations": (1, 1), "pads": pads, "groups": 64})
+    g.set_outputs(["y"])
+    program = lower(g)
+    assert hashlib.sha256(bytes(program.constants)).hexdigest() == case["sha256"]
+    x = np.random.default_rng(3).standard_normal((1, 64, 16, 16)).astype(np.float16)
+    (out,) = run_program(program, {"x": x}).values()
+    xt = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float64),
+                                 (pads[2], pads[3], pads[0], pads[1]))
+    wt = torch.tensor(w.astype(np.float64))
+    ref = torch.nn.functional.conv2d(xt, wt, stride=2, groups=64).numpy()
+    mag = torch.nn.functional.conv2d(xt.abs(), wt.abs(), stride=2, groups=64).numpy()
+    got = np.asarray(out, np.float64).reshape(ref.shape)
+    limit = np.abs(ref) * 2.0 ** -11 + k * k * 2.0 ** -24 * mag + 2.0 ** -24
+    assert np.all(np.abs(got - ref) <= limit)
