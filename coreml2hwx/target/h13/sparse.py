@@ -61,7 +61,7 @@ import struct
 
 import numpy as np
 
-from coreml2hwx.target.h13.weights import CHUNKS, stages
+from coreml2hwx.target.h13.weights import CHUNKS, chunk_planes
 
 LEAD_SLOTS = 8          # empty slots ahead of the first channel (every stride-2 oracle)
 MIN_SLOT_COLUMNS = 4    # a plane narrower than 4 lanes still spends 4 slots per position
@@ -139,11 +139,9 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1, hout: 
     chunks = []
     for c in range(CHUNKS):
         chunk = bytearray()
-        for group in range(groups):
-            for base, g in stages(per_group, lanes):
-                sub = [group * per_group + base + g * c + lane for lane in range(g)]
-                plane = pack_plane(taps[sub], None if bias16 is None else bias16[sub], kernel)
-                chunk += _pad64(plane) if groups > 1 else plane
+        for sub in chunk_planes(c, groups, per_group, lanes):
+            plane = pack_plane(taps[sub], None if bias16 is None else bias16[sub], kernel)
+            chunk += _pad64(plane) if groups > 1 else plane
         chunks.append(_pad64(bytes(chunk)))
     ranges, offset = [], 0
     for chunk in chunks:

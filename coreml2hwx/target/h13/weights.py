@@ -53,6 +53,14 @@ def _pad64(data: bytes) -> bytes:
     return data + bytes(-len(data) % 64)
 
 
+def chunk_planes(chunk: int, groups: int, per_group: int, lanes: int):
+    """The output channels of each plane coefficient chunk `chunk` holds, in chunk order: per
+    group, each round of `stages` deals `g` lanes to every chunk in turn."""
+    for group in range(groups):
+        for base, g in stages(per_group, lanes):
+            yield [group * per_group + base + g * chunk + lane for lane in range(g)]
+
+
 def pack_dense(weight: np.ndarray, bias, *, lanes: int, groups: int = 1) -> tuple[bytes, int]:
     """Pack weight [O, I/groups, kh, kw] (and bias [O]) into 16 equal chunks: (bytes, chunk size)."""
     out_channels = weight.shape[0]
@@ -62,12 +70,10 @@ def pack_dense(weight: np.ndarray, bias, *, lanes: int, groups: int = 1) -> tupl
     chunks = []
     for c in range(CHUNKS):
         chunk = bytearray()
-        for group in range(groups):
-            for base, g in stages(per_group, lanes):
-                sub = [group * per_group + base + g * c + lane for lane in range(g)]
-                plane = b"" if bias16 is None else bias16[sub].tobytes()
-                plane += np.ascontiguousarray(rows[sub].T).tobytes()
-                chunk += _pad64(plane) if groups > 1 else plane
+        for sub in chunk_planes(c, groups, per_group, lanes):
+            plane = b"" if bias16 is None else bias16[sub].tobytes()
+            plane += np.ascontiguousarray(rows[sub].T).tobytes()
+            chunk += _pad64(plane) if groups > 1 else plane
         chunks.append(_pad64(bytes(chunk)))
     size = len(chunks[0])
     if any(len(c) != size for c in chunks):
