@@ -52,31 +52,49 @@ def random_model_inputs(manifest: dict, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
+class CompiledModel:
+    """An output folder loaded once - programs decoded into simulators, host subgraphs cut - and
+    run as often as wanted: `CompiledModel(out_dir)(inputs)`."""
+
+    def __init__(self, out_dir):
+        from coreml2hwx.compiler import subgraph
+        from coreml2hwx.hwx import load_program
+        from coreml2hwx.sim import Simulator
+
+        out_dir = Path(out_dir)
+        self.manifest = manifest = load_manifest(out_dir)
+        self.shapes = {t["name"]: tuple(t["shape"])
+                       for t in manifest["inputs"] + manifest["outputs"]}
+        graph = _host_graph(out_dir, manifest)
+        if graph is not None:
+            self.shapes.update({name: info.shape for name, info in graph.tensors.items()})
+        self.segments = []  # ("ane", Simulator) or ("host", subgraph), in manifest order
+        for seg in manifest["segments"]:
+            if seg["device"] == "ane":
+                program = load_program(out_dir / seg["programs"]["hwx"])
+                self.segments.append(("ane", Simulator(program)))
+            else:
+                ops = [op for op in graph.ops if op.name in set(seg["ops"])]
+                self.segments.append(("host", subgraph(graph, ops, f"segment{seg['index']}")))
+
+    def __call__(self, inputs: dict, seed: int = 0) -> dict[str, np.ndarray]:
+        from coreml2hwx.ir import evaluate
+
+        values = {**random_model_inputs(self.manifest, seed), **inputs}
+        for device, step in self.segments:
+            if device == "ane":
+                feed = {t.name: np.asarray(values[t.name]).reshape(t.shape)
+                        for t in step.program.inputs}
+                result = step(feed)
+            else:
+                feed = {name: np.asarray(values[name], np.float32).reshape(
+                    step.tensors[name].shape) for name in step.input_names}
+                result = evaluate(step, feed)
+            for name, value in result.items():
+                values[name] = value.reshape(self.shapes.get(name, value.shape))
+        return {t["name"]: values[t["name"]] for t in self.manifest["outputs"]}
+
+
 def run_compiled(out_dir, inputs: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    from coreml2hwx.hwx import load_program
-    from coreml2hwx.ir import evaluate
-    from coreml2hwx.sim import run_program
-
-    out_dir = Path(out_dir)
-    manifest = load_manifest(out_dir)
-    shapes = {t["name"]: tuple(t["shape"]) for t in manifest["inputs"] + manifest["outputs"]}
-    values = {**random_model_inputs(manifest, seed), **inputs}
-    graph = _host_graph(out_dir, manifest)
-    if graph is not None:
-        shapes.update({name: info.shape for name, info in graph.tensors.items()})
-    for seg in manifest["segments"]:
-        if seg["device"] == "ane":
-            program = load_program(out_dir / seg["programs"]["hwx"])
-            feed = {t.name: np.asarray(values[t.name]).reshape(t.shape) for t in program.inputs}
-            result = run_program(program, feed)
-        else:
-            from coreml2hwx.compiler import subgraph
-
-            ops = [op for op in graph.ops if op.name in set(seg["ops"])]
-            sub = subgraph(graph, ops, f"segment{seg['index']}")
-            feed = {name: np.asarray(values[name], np.float32).reshape(graph.tensors[name].shape)
-                    for name in sub.input_names}
-            result = evaluate(sub, feed)
-        for name, value in result.items():
-            values[name] = value.reshape(shapes.get(name, value.shape))
-    return {t["name"]: values[t["name"]] for t in manifest["outputs"]}
+    """Load an output folder and run it once (`CompiledModel` to run it many times)."""
+    return CompiledModel(out_dir)(inputs, seed)

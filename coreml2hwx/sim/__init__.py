@@ -1,7 +1,9 @@
 """A CPU simulator of H13 (M1) ANE programs, built from Apple's own programs.
 
-    from coreml2hwx.sim import run_program
+    from coreml2hwx.sim import Simulator, run_program
     outputs = run_program(program, {"x": x}, trace=None)   # {output name: float16 array}
+    sim = Simulator(program)          # or: prepared once, run many times
+    outputs = sim({"x": x})
 
 `program` is a `coreml2hwx.program.Program` (from `coreml2hwx.hwx.load_program`, or built by the
 compiler): tasks, the constant section, and tensors with their BAR slots, shapes and byte strides.
@@ -30,33 +32,48 @@ from coreml2hwx.sim.l2 import L2
 from coreml2hwx.sim.machine import run_task
 from coreml2hwx.sim.memory import Memory, extent
 
-__all__ = ["run_program", "SimulationError", "SUPPORTED_TARGETS"]
+__all__ = ["Simulator", "run_program", "SimulationError", "SUPPORTED_TARGETS"]
 
 SUPPORTED_TARGETS = ("h13",)
 
 Trace = Callable[[int, np.ndarray], None]
 
 
+class Simulator:
+    """A program prepared to run many times: each task's register state is decoded, checked
+    against the evidence and its weights and lookup tables unpacked once (at its first run)."""
+
+    def __init__(self, program: Program):
+        if program.target not in SUPPORTED_TARGETS:
+            raise SimulationError(f"the simulator runs {', '.join(SUPPORTED_TARGETS)} programs; "
+                                  f"this one targets {program.target}")
+        self.program = program
+        self.tasks = [TaskFields(index, task, state, program.target)
+                      for index, (task, state) in enumerate(program.states())]
+
+    def __call__(self, inputs: Mapping[str, np.ndarray],
+                 trace: Trace | None = None) -> dict[str, np.ndarray]:
+        program = self.program
+        memory = Memory(program.constants)
+        for tensor in program.tensors:
+            if tensor.slot is None and tensor.role == "intermediate":
+                continue  # a buffer no BAR slot names: no task can address it
+            memory.declare(_slot(tensor), buffer_bytes(tensor))
+        for tensor, value in _checked_inputs(program, inputs):
+            memory.write(_slot(tensor), 0, _as_groups(tensor, value), _group_strides(tensor),
+                         f"input {tensor.name!r}")
+        l2 = L2()
+        for f in self.tasks:
+            result = run_task(f, memory, l2)
+            if trace is not None:
+                trace(f.index, result)
+        return {t.name: _read_output(memory, t) for t in program.outputs}
+
+
 def run_program(program: Program, inputs: Mapping[str, np.ndarray],
                 trace: Trace | None = None) -> dict[str, np.ndarray]:
     """Run `program` on `inputs`; returns {output name: float16 array of its (N, C, H, W)}."""
-    if program.target not in SUPPORTED_TARGETS:
-        raise SimulationError(f"the simulator runs {', '.join(SUPPORTED_TARGETS)} programs; this "
-                              f"one targets {program.target}")
-    memory = Memory(program.constants)
-    for tensor in program.tensors:
-        if tensor.slot is None and tensor.role == "intermediate":
-            continue  # a buffer no BAR slot names: no task can address it
-        memory.declare(_slot(tensor), buffer_bytes(tensor))
-    for tensor, value in _checked_inputs(program, inputs):
-        memory.write(_slot(tensor), 0, _as_groups(tensor, value), _group_strides(tensor),
-                     f"input {tensor.name!r}")
-    l2 = L2()
-    for index, (task, state) in enumerate(program.states()):
-        result = run_task(TaskFields(index, task, state, program.target), memory, l2)
-        if trace is not None:
-            trace(index, result)
-    return {t.name: _read_output(memory, t) for t in program.outputs}
+    return Simulator(program)(inputs, trace)
 
 
 def buffer_bytes(tensor: Tensor) -> int:

@@ -24,6 +24,9 @@ class TaskFields:
         self.state = state
         self.maps = generation(target).maps
         self.header_words = list(task.header) + list(task.extension)
+        self.checked = False  # the state passed the evidence check (machine.run_task)
+        self.memo: dict = {}  # what the engines derive from constants alone (weights, tables)
+        self._values: dict[str, object] = {}
 
     @property
     def where(self) -> str:
@@ -40,14 +43,10 @@ class TaskFields:
 
     def get(self, path: str):
         """A register field's value (`common.InDim.Win`); never-written registers stop the run."""
-        word, field = self._word(path)
-        values = _VALUES.setdefault(self.maps.REGISTERS, {})
-        key = (path, word)
-        if key not in values:
-            if len(values) >= _VALUES_MAX:
-                values.clear()
-            values[key] = field.value(field.bits(word))
-        return values[key]
+        if path not in self._values:
+            word, field = self._word(path)
+            self._values[path] = field.value(field.bits(word))
+        return self._values[path]
 
     def bytes(self, path: str) -> int:
         """An address/stride field in bytes: the field's bits left in place."""
@@ -61,12 +60,6 @@ class TaskFields:
     def word(self, register_path: str) -> int:
         """The whole word of a register (`pe.Cfg`); 0 when never written."""
         return self.state.get(_address(self.maps.REGISTERS, register_path), 0)
-
-
-# Decoded field values by register map, then (path, word): a word decodes once per program run
-# (most registers keep their word from task to task).
-_VALUES: dict = {}
-_VALUES_MAX = 1 << 16
 
 
 @lru_cache(maxsize=1024)

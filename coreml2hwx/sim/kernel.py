@@ -29,6 +29,7 @@ from functools import partial
 import numpy as np
 
 from coreml2hwx.sim import sparse as zero_skipping
+from coreml2hwx.sim.memory import KERNEL_SLOT
 
 
 CHANNELS = 16
@@ -136,29 +137,24 @@ def dense_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bo
     return w, b
 
 
-_UNPACKED: dict = {}  # (chunk bytes, layout parameters) -> (W, bias): weights read once
-_UNPACKED_MAX_BYTES = 128 << 20  # fp32 weights kept (a whole ResNet-18 fits)
-
-
 def weights(f, memory, groups: int, cin: int, cout: int, kh: int, kw: int, depthwise: bool):
     """(W[g][o][ci][kh][kw], bias[g][o] or None) as fp32, read through the layout rule."""
     if f.get("ne.KernelCfg.KernelFmt") != 2:
         raise f.fail(f"ne.KernelCfg.KernelFmt = {f.get('ne.KernelCfg.KernelFmt')}: only fp16 "
                      "weights (2) are known")
-    chunks = Chunks(f, memory)
-    key = (tuple(sorted(chunks.data.items())), groups, cin, cout, kh, kw, depthwise,
-           f.get("ne.MACCfg.BiasMode"), f.get("ne.KernelCfg.SparseFmt"),
-           f.get("common.ConvCfg.OCGSize"))
-    if key not in _UNPACKED:
-        unpacked = _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise)
-        while _UNPACKED and _cached_bytes() + unpacked[0].nbytes > _UNPACKED_MAX_BYTES:
-            _UNPACKED.pop(next(iter(_UNPACKED)))
-        _UNPACKED[key] = unpacked
-    return _UNPACKED[key]
+    return from_constants(f, "weights", lambda: _unpack(f, Chunks(f, memory), groups, cin, cout,
+                                                        kh, kw, depthwise))
 
 
-def _cached_bytes() -> int:
-    return sum(w.nbytes for w, _ in _UNPACKED.values())
+def from_constants(f, key: str, make):
+    """`make()`, kept with the task when its coefficients come from the constant section (BAR
+    slot 1, which no task writes: the same bytes every run); made anew when they come from a
+    tensor (a runtime x runtime matmul)."""
+    if f.header("KBase0") != KERNEL_SLOT:
+        return make()
+    if key not in f.memo:
+        f.memo[key] = make()
+    return f.memo[key]
 
 
 def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):

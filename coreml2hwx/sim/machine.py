@@ -211,7 +211,9 @@ class Task:
 
 
 def run_task(f: TaskFields, memory, l2: L2) -> np.ndarray:
-    check_evidence(f)
+    if not f.checked:
+        check_evidence(f)
+        f.checked = True
     memory.where = f.where
     try:
         return Task(f, memory, l2).run()

@@ -45,7 +45,7 @@ def run(f, memory, x: np.ndarray, out_shape) -> np.ndarray:
         scale = F32(f.get("ne.PostScale.PostScale"))
         if scale != 1:
             acc = acc * scale
-        return _nonlinear(f, memory, acc)
+        return _nonlinear(f, memory, acc, fresh=acc is not x)
 
 
 def _fp16(bits: int) -> float:
@@ -73,13 +73,15 @@ def _elementwise(f, op, x, acc_bias, out_shape):
     raise f.fail(f"ne.MACCfg.OpMode = {op} without weights: never seen")
 
 
-def _nonlinear(f, memory, acc):
+def _nonlinear(f, memory, acc, fresh: bool):
+    """The NonlinearMode on acc (in place when `fresh`: acc is no one else's array)."""
     mode = f.get("ne.MACCfg.NonlinearMode")
     if mode == 0:
         return acc
     if mode == 1:
-        return np.maximum(acc, F32(0))
+        return np.maximum(acc, F32(0), out=acc if fresh else None)
     if mode != 2:
         raise f.fail(f"ne.MACCfg.NonlinearMode = {mode}: never seen")
-    table = kernel.coefficients(f, memory, channel=0, size=TABLE_BYTES, what="lookup table")
-    return Lut(table, where=f.where)(acc)
+    lut = kernel.from_constants(f, "lut", lambda: Lut(kernel.coefficients(
+        f, memory, channel=0, size=TABLE_BYTES, what="lookup table"), where=f.where))
+    return lut(acc)

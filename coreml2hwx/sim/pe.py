@@ -74,9 +74,17 @@ def _binary_op(p: PeParams):
     return OPS[p.op] if p.op in OPS else None
 
 
+def _prescaled(p: PeParams, a):
+    return a if p.prescale == 1 else p.prescale * a
+
+
 def _finish(p: PeParams, v):
-    v = p.scale * v + p.bias
-    return np.maximum(v, F32(0)) if p.relu else v
+    """Scale * v + Bias, then ReluEn; v is a fresh array (updated in place).  The bias is added
+    even when 0: that turns -0 into +0, as the unfused formula always did."""
+    if p.scale != 1:
+        v *= p.scale
+    v += p.bias
+    return np.maximum(v, F32(0), out=v) if p.relu else v
 
 
 def _unary(p: PeParams, a, b):
@@ -84,7 +92,7 @@ def _unary(p: PeParams, a, b):
               "a unary PE task only scales, biases and takes abs")
     v = p.prescale * a
     if p.cond == 1:
-        v = np.abs(v)
+        np.abs(v, out=v)
     return _finish(p, v)
 
 
@@ -93,7 +101,7 @@ def _binary(p: PeParams, a, b):
               "binary PE tasks seen use only OpMode, SecSrc and ReluEn")
     op = _binary_op(p)
     p.require(op is not None, f"OpMode {p.op}")
-    return _finish(p, op(p.prescale * a, b))
+    return _finish(p, op(_prescaled(p, a), b))
 
 
 def _rows(p: PeParams, a, rows):
@@ -102,7 +110,7 @@ def _rows(p: PeParams, a, rows):
     p.require(p.scale == 1 and p.bias == 0, "scale/bias beside the rows never seen")
     op = _binary_op(p)
     p.require(op is not None, f"OpMode {p.op}")
-    return op(p.prescale * a, rows[:, :, :, 0:1]) * rows[:, :, :, 1:2]
+    return op(_prescaled(p, a), rows[:, :, :, 0:1]) * rows[:, :, :, 1:2]
 
 
 def _reduce(p: PeParams, a, b):

@@ -131,7 +131,6 @@ def _reading_channel_by_channel(program, channels: int):
 def test_depthwise_weights_unpack_as_read_channel_by_channel(channels):
     program = lower(_depthwise_graph(channels, "relu", np.random.default_rng(channels)))
     f, w, b = _reading_channel_by_channel(program, channels)
-    kernel._UNPACKED.clear()
     weight, bias = kernel.weights(f, Memory(program.constants), 1, channels, channels, 3, 3, True)
     assert weight[0, :, 0].tobytes() == w.tobytes()
     assert bias[0].tobytes() == b.tobytes()
@@ -145,7 +144,6 @@ def test_programs_give_the_reference_paths_bytes(activation, monkeypatch):
     fast = run_program(program, x)["y"]
     monkeypatch.setattr(Lut, "__call__", Lut.reference)
     monkeypatch.setattr(kernel, "depthwise_sum", kernel.depthwise_reference)
-    kernel._UNPACKED.clear()
     reference = run_program(program, x)["y"]
     assert fast.dtype == np.float16 and fast.shape == (1, 48, 20, 20)
     assert fast.tobytes() == reference.tobytes()
