@@ -167,7 +167,29 @@ def bench_model(name: str, size: int, repeat: int, torch):
     split = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in parts.items())
     print(f"{name} {size}x{size} run split: {split}; simulator alone / torch "
           f"{parts['simulator'] / ref:.1f}")
+    floor, elements = _conversion_floor(model, inputs, repeat)
+    print(f"{name} {size}x{size} fp16 storage alone: numpy's fp16 casts of every task result "
+          f"({elements / 1e6:.1f} M values) to fp16 and back take {floor * 1e3:.1f} ms = "
+          f"{floor / ref:.1f} x torch")
     return sim / ref
+
+
+def _conversion_floor(model, inputs, repeat: int) -> tuple[float, int]:
+    """A lower bound no numpy simulator of fp16 storage escapes: each task's result is rounded to
+    fp16 once (float32 -> float16) and read back by the next task (float16 -> float32).  Timed
+    here on one array as long as all task results of a run together."""
+    from coreml2hwx.sim import Simulator
+
+    sizes = []
+    call = Simulator.__call__
+    Simulator.__call__ = lambda self, feed, trace=None: call(
+        self, feed, lambda index, result: sizes.append(result.size))
+    try:
+        model(inputs)
+    finally:
+        Simulator.__call__ = call
+    values = np.random.default_rng(0).standard_normal(sum(sizes)).astype(np.float32)
+    return best_time(lambda: values.astype(np.float16).astype(np.float32), repeat), sum(sizes)
 
 
 def _split(model, inputs, repeat: int) -> dict[str, float]:

@@ -231,17 +231,31 @@ def depthwise_reference(x, taps, geometry) -> np.ndarray:
     return np.einsum("gdcyxij,cij->gdcyx", _windows(x, *geometry), taps, dtype=F32)
 
 
+DEPTHWISE_BLOCK = 1 << 17  # output elements summed together (their temporaries stay in cache)
+
+
 def depthwise_sum(x, taps, geometry) -> np.ndarray:
-    """`depthwise_reference`, bit for bit, as whole-plane multiply-adds.  For kernels up to 3
-    wide, einsum sums each kernel row's products left to right and adds the row sums to a zeroed
-    output, row by row; this repeats that order.  Wider kernels keep the einsum (its inner sum
-    then goes through SIMD partial sums whose order depends on the CPU)."""
+    """`depthwise_reference`, bit for bit, as whole-plane multiply-adds over blocks of channels.
+    For kernels up to 3 wide, einsum sums each kernel row's products left to right and adds the
+    row sums to a zeroed output, row by row; this repeats that order.  Wider kernels keep the
+    einsum (its inner sum then goes through SIMD partial sums whose order depends on the CPU)."""
     kh, kw, sx, sy, px, py, hout, wout = geometry
     if kw > 3:
         return depthwise_reference(x, taps, geometry)
+    g, d, c = x.shape[:3]
+    out = np.empty((g, d, c, hout, wout), F32)
+    step = max(1, DEPTHWISE_BLOCK // max(1, g * d * hout * wout))
+    for first in range(0, c, step):
+        block = slice(first, first + step)
+        _depthwise_block(x[:, :, block], taps[block], geometry, out[:, :, block])
+    return out
+
+
+def _depthwise_block(x, taps, geometry, out):
+    kh, kw, sx, sy, px, py, hout, wout = geometry
     padded = _padded(x, *geometry)
-    shape = x.shape[:3] + (hout, wout)
-    out, row_sum, tap = np.zeros(shape, F32), np.empty(shape, F32), np.empty(shape, F32)
+    row_sum, tap = np.empty_like(out), np.empty_like(out)
+    out[...] = 0
     for i in range(kh):
         rows = padded[:, :, :, i:i + (hout - 1) * sy + 1:sy]
         for j in range(kw):
@@ -251,7 +265,6 @@ def depthwise_sum(x, taps, geometry) -> np.ndarray:
             if j:
                 row_sum += tap
         out += row_sum
-    return out
 
 
 def _padded(x, kh, kw, sx, sy, px, py, hout, wout):
