@@ -1,8 +1,9 @@
-"""Register parity with Apple's H13 compiler: `python bench/parity.py ORACLE_DIR`.
+"""Register parity with Apple's compiler: `python bench/parity.py ORACLE_DIR`.
 
-For every oracle JSON in ORACLE_DIR (../shared/oracles/h13 format, see its README) this compiles
-the oracle's MIL text through the frontend (`parse_mil_text`, with `weights.bin` rebuilt by the
-README's rule) and `coreml2hwx.target.h13.lower`, then compares our program with Apple's field by
+For every oracle JSON in ORACLE_DIR (../shared/oracles/h13 or h14 format, see its README) this
+compiles the oracle's MIL text through the frontend (`parse_mil_text`, with `weights.bin` rebuilt
+by the README's rule) and the lowering of the oracle's target (`coreml2hwx.target.h13.lower`,
+`coreml2hwx.target.h14.lower`), then compares our program with Apple's field by
 field: task count, every header word, the record layout, every register word, the tensor
 descriptors and the constant section (size and sha256).  A case Apple refused (`error` set) is
 matched when we refuse it too.
@@ -14,7 +15,7 @@ content: the program descriptor's `text_address`, `constant_address` and `resour
 excluded: TDs hold no absolute addresses, only BAR-slot offsets (ane-facts §2.6).
 
 Prints one line per family `family: matched/total`, the differing fields of each miss, and last
-`h13 parity: N/M`.
+`<target> parity: N/M` for each target found.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def resolve_shared_record(graph, halfwords: np.ndarray) -> None:
 
 # -- comparing ---------------------------------------------------------------------------------------
 def compare_program(program, case: dict) -> list[str]:
-    gen = generation("h13")
+    gen = generation(case.get("target", "h13"))
     want_tasks = case["task_descriptors"]
     diffs = []
     if len(program.tasks) != len(want_tasks):
@@ -156,12 +157,12 @@ def _words(task_json: dict) -> dict:
 # -- running -----------------------------------------------------------------------------------------
 def run_case(case: dict, build_graph=graph_of) -> tuple[bool, list[str], str]:
     """(matched, differences, note) for one oracle case."""
-    from coreml2hwx.target.h13 import lower
+    from coreml2hwx.compiler import lowering
 
     refused = case.get("error")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            program = lower(build_graph(case, Path(tmp)))
+            program = lowering(case.get("target", "h13")).lower(build_graph(case, Path(tmp)))
         except Coreml2hwxError as err:
             if refused:
                 return True, [], f"refused, as Apple did: {err}"
@@ -178,16 +179,17 @@ def main(argv=None, build_graph=graph_of) -> int:
     parser.add_argument("--verbose", "-v", action="store_true", help="list every difference")
     args = parser.parse_args(argv)
     files = sorted(p for p in args.oracle_dir.glob("*.json") if p.name != "index.json")
-    totals, matched = defaultdict(int), defaultdict(int)
+    totals, matched = defaultdict(int), defaultdict(int)  # by (target, family)
     misses = []
     for path in files:
         case = json.loads(path.read_text())
-        if case.get("target") != "h13":
+        target = case.get("target")
+        if target not in ("h13", "h14"):
             continue
         ok, diffs, note = run_case(case, build_graph)
-        family = case.get("family", "?")
-        totals[family] += 1
-        matched[family] += ok
+        key = (target, case.get("family", "?"))
+        totals[key] += 1
+        matched[key] += ok
         if not ok:
             misses.append((case["case"], diffs))
         elif note:
@@ -196,9 +198,14 @@ def main(argv=None, build_graph=graph_of) -> int:
         shown = diffs if args.verbose else diffs[:MAX_SHOWN]
         more = "" if len(shown) == len(diffs) else f" (+{len(diffs) - len(shown)} more)"
         print(f"MISS {case_name}: " + "; ".join(shown) + more)
-    for family in sorted(totals):
-        print(f"{family}: {matched[family]}/{totals[family]}")
-    print(f"h13 parity: {sum(matched.values())}/{sum(totals.values())}")
+    targets = sorted({t for t, _ in totals})
+    for target, family in sorted(totals):
+        label = family if len(targets) == 1 else f"{target} {family}"
+        print(f"{label}: {matched[target, family]}/{totals[target, family]}")
+    for target in targets:
+        got = sum(n for (t, _), n in matched.items() if t == target)
+        of = sum(n for (t, _), n in totals.items() if t == target)
+        print(f"{target} parity: {got}/{of}")
     return 0
 
 

@@ -18,7 +18,8 @@ def add_arguments(parser):
                         help="also write the IR before/after passes, task listings, placement report "
                              "and compile log")
     parser.add_argument("-o", "--output", help="output folder (default /tmp/hwx_output/<model name>)")
-    parser.add_argument("--target", default="h13", help="ANE generation (default h13)")
+    parser.add_argument("--target", default="h13", choices=["h13", "h14"],
+                        help="ANE generation: h13 (M1, default) or h14 (M2)")
     parser.add_argument("--format", choices=["hwx", "anec", "both"], default="hwx")
     parser.add_argument("--strict", action="store_true",
                         help="refuse the model if any layer cannot run on the ANE")

@@ -166,6 +166,30 @@ def h13_program_state(bars, *, first_task_words, task_count) -> list[int]:
     return words
 
 
+H14_STATE_WORDS = TRAILER + 30  # the name follows in the command's tail (trailing word 30 on)
+
+
+def h14_program_state(bars, *, text_address, text_words, task_count, max_exe_cycles) -> list[int]:
+    """State words of an H14 (kind 4) program descriptor.  The trailing words Apple's compiler
+    writes (oracle README, h14 census §3.1, 26/26 programs): [0..1] text address, [4] 4, [5] text
+    words, [8] task count, [10], [11] 0xFFFFFFFF, [13] 0xFFFF, [14] the name's command offset,
+    [22] 3, [24] 1, [26] 9, [27] 8, [28] the largest ExeCycles of the tasks.  [18] and [20] vary
+    with the program's structure in ways no rule explains yet: 0 and 0x11 (17 of the 26 programs,
+    every one-task program) are written [H].  The BAR table holds our own layout's addresses as on
+    H13 [H]: Apple's H14 programs fill it differently (only slot 8, or 6 and 8) for reasons unknown."""
+    words = [0] * H14_STATE_WORDS
+    for slot, address in enumerate(bars):
+        words[2 * slot:2 * slot + 2] = split_u64(address)
+    t = TRAILER
+    words[t:t + 2] = split_u64(text_address)
+    words[t + 4], words[H14_TEXT_WORDS], words[H14_TASK_COUNT] = 4, text_words, task_count
+    words[t + 10] = words[t + 11] = 0xFFFFFFFF
+    words[t + 13], words[H14_NAME_OFFSET] = 0xFFFF, 16 + 4 * H14_STATE_WORDS
+    words[t + 20], words[t + 22], words[t + 24], words[t + 26], words[t + 27] = 0x11, 3, 1, 9, 8
+    words[t + 28] = max_exe_cycles
+    return words
+
+
 # -- tensor descriptors ---------------------------------------------------------------------------
 
 def tensor_descriptor(command, file=None) -> dict:

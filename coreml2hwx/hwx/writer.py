@@ -62,7 +62,8 @@ def round_up(value: int, align: int) -> int:
 
 
 def write_hwx(program: Program, *, ident: str | None = None) -> bytes:
-    """A new `.hwx` for `program` (H13 only: the one layout with Apple samples).
+    """A new `.hwx` for `program`: H13, or H14 in the same layout with H14's program descriptor
+    (kind 4, `descriptors.h14_program_state`; no Apple H14 container to compare with [H]).
 
     `ident` replaces the `LC_IDENT` text (by default it names coreml2hwx, its version and the
     target).
@@ -70,9 +71,10 @@ def write_hwx(program: Program, *, ident: str | None = None) -> bytes:
     already laid out - any Program read from a file - is written back unchanged.  An empty constant
     section is written as Apple does for weightless ops: 16 KiB of zeros.
     """
-    if program.target != "h13":
-        raise UnsupportedError(f"writing an .hwx for {program.target} is not supported: the only "
-                               "container layout with Apple samples is H13's (macOS 12)")
+    if program.target not in ("h13", "h14"):
+        raise UnsupportedError(f"writing an .hwx for {program.target} is not supported: the "
+                               "container layouts known are H13's (macOS 12 samples) and H14's "
+                               "program descriptor (oracles)")
     return _Layout(program, ident).image().to_bytes()
 
 
@@ -156,8 +158,12 @@ class _Layout:
         return out
 
     def _relocations(self) -> list[tuple[int, int]]:
-        """(stream offset of CoeffBaseAddr[i], its value) for every enabled kernel-DMA channel."""
+        """(stream offset of CoeffBaseAddr[i], its value) for every enabled kernel-DMA channel.
+        H13 only: H14 records name the constant section by BAR slot (their tag), and no H14
+        container shows relocations."""
         out = []
+        if self.program.target != "h13":
+            return out
         for task in self.tasks:
             if not task.header[9] & KBE0:
                 continue
@@ -216,9 +222,14 @@ class _Layout:
         bars[0], bars[1] = BASE, BASE + self.const_offset
         for buf in self.buffers:
             bars[buf.slot] = buf.vmaddr
+        name = self.program.name.encode("latin-1") + b"\0"
+        if self.program.target == "h14":
+            state = desc.h14_program_state(
+                bars, text_address=BASE, text_words=len(self.text) // 4,
+                task_count=len(self.tasks), max_exe_cycles=max(t.header[1] for t in self.tasks))
+            return _thread(desc.FLAVOR_H14_PROGRAM, state, name)
         state = desc.h13_program_state(bars, first_task_words=self.tasks[0].size_words,
                                        task_count=len(self.tasks))
-        name = self.program.name.encode("latin-1") + b"\0"
         return _thread(desc.FLAVOR_H13_PROGRAM, state, name)
 
     def _tensor_descriptors(self):

@@ -145,8 +145,8 @@ def test_empty_constants_become_apples_16k_of_zeros():
 
 
 def test_other_targets_and_dtypes_are_refused():
-    with pytest.raises(UnsupportedError, match="h14"):
-        write_hwx(Program("h14", []))
+    with pytest.raises(UnsupportedError, match="h15"):
+        write_hwx(Program("h15", []))
     program = load_program(HWX[0])
     program.tensors[0].dtype = "bfloat16"
     with pytest.raises(UnsupportedError, match="bfloat16"):
