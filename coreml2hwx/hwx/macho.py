@@ -4,10 +4,16 @@ Layout facts: ane-facts.md §1.1-1.7 ([A] from the tinygrad files in ../shared/a
 A 32-byte header (magic 0xBEEFFACE, cputype 0x80, cpusubtype = generation), load commands, then the
 file regions the commands point at: section data, relocations, symbol table, string table.
 
-`parse_hwx` keeps everything: each load command as a construct container (one of the layouts
-below) or, for a command we do not know, as opaque bytes; every region a command points at; and
-every byte no structure covers that is not zero (padding, trailing data).  `HwxImage.to_bytes()`
-rebuilds the file from those parts, so reading then writing gives back the identical bytes.
+`parse_hwx` keeps everything: each load command's bytes, with a construct container (one of the
+layouts below) as its fields unless it is a command we do not know; every region a command points
+at; and every byte no structure covers that is not zero (padding, trailing data).
+`HwxImage.to_bytes()` puts the file back together from those parts, so reading then writing gives
+back the identical bytes.
+
+Speed: the layouts are declared once, here, and parsed with construct's compiled form (`fast`).
+The symbol and relocation tables are kept as the bytes read and parsed on first use
+(`RecordTable`): loading a program needs neither, and parsing them record by record was over
+half of a load (GitHub issue 4).
 
 Every count and offset is checked against the data before it is used, so bad input raises one
 `ProgramFormatError` naming the file, the byte offset and the broken rule - never a traceback, and
@@ -16,8 +22,11 @@ every loop is bounded by the data size.
 
 from __future__ import annotations
 
+import mmap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from construct import (Array, Bytes, ConstructError, GreedyBytes, Int8ul, Int16ul, Int32ul,
                        Int64ul, Struct, this)
 
@@ -131,8 +140,55 @@ NLIST_SIZE = Nlist64.sizeof()
 RelocationInfo = Struct("r_address" / Int32ul, "r_info" / Int32ul)
 RELOC_SIZE = RelocationInfo.sizeof()
 
+# Tables of `count` records (count given as a keyword: `fast(table).parse(raw, count=n)`).
+SymbolTable = Array(this.count, Nlist64)
+RelocationTable = Array(this.count, RelocationInfo)
+
 LAYOUTS = {LC_SEGMENT_64: SegmentCommand64, LC_SYMTAB: SymtabCommand, LC_THREAD: ThreadCommand,
            LC_LOADFVMLIB: FvmlibCommand, LC_IDENT: IdentCommand}
+
+_COMPILED = {}
+
+
+def fast(layout):
+    """construct's compiled form of one of the layouts above: the same containers from `parse`,
+    the same bytes from `build`, several times faster.  Compiled once, on first use."""
+    compiled = _COMPILED.get(id(layout))
+    if compiled is None:
+        compiled = _COMPILED[id(layout)] = layout.compile()
+    return compiled
+
+
+class RecordTable(Sequence):
+    """A table of fixed-size records (`SymbolTable`, `RelocationTable`) kept as the bytes it was
+    read from; the records (construct containers) are parsed on first use."""
+
+    def __init__(self, table, raw: bytes):
+        self.table, self.raw = table, raw
+        self._records = None
+
+    def __len__(self):
+        return len(self.raw) // self.table.subcon.sizeof()
+
+    def __getitem__(self, index):
+        if self._records is None:
+            self._records = list(fast(self.table).parse(self.raw, count=len(self)))
+        return self._records[index]
+
+    def __eq__(self, other):
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"RecordTable({len(self)} records)"
+
+
+def table_bytes(records, table) -> bytes:
+    """The bytes of a record table: as read, or built from a list of containers."""
+    if isinstance(records, RecordTable):
+        return records.raw
+    return fast(table).build(list(records), count=len(records))
 
 
 def cstring(data: bytes, start: int = 0) -> str:
@@ -155,7 +211,9 @@ def name16(name: str) -> bytes:
 
 @dataclass
 class LoadCommand:
-    """One load command at file `offset`: a parsed construct container, or opaque `raw` bytes."""
+    """One load command at file `offset`.  A command read from a file keeps its bytes (`raw`) and,
+    when it is a known command, their fields (a construct container, read only); an unknown one
+    has `fields` None (opaque).  A command made by the writer has only `fields`."""
 
     offset: int
     cmd: int
@@ -168,9 +226,9 @@ class LoadCommand:
         return COMMAND_NAMES.get(self.cmd, f"LC_{self.cmd:#x}")
 
     def to_bytes(self) -> bytes:
-        if self.fields is None:
+        if self.raw is not None:
             return self.raw
-        return LAYOUTS[self.cmd].build(self.fields)
+        return fast(LAYOUTS[self.cmd]).build(self.fields)
 
     def describe(self) -> str:
         """One line for listings."""
@@ -196,9 +254,7 @@ class LoadCommand:
 
 
 def fvmlib_name(command: LoadCommand) -> str:
-    f = command.fields
-    raw = LAYOUTS[LC_LOADFVMLIB].build(f)
-    return cstring(raw, f.name_offset)
+    return cstring(command.to_bytes(), command.fields.name_offset)
 
 
 @dataclass
@@ -239,8 +295,9 @@ class HwxImage:
     commands: list[LoadCommand]
     size: int
     section_data: dict = field(default_factory=dict)  # ordinal -> bytes
-    relocations: dict = field(default_factory=dict)  # ordinal -> [Container(r_address, r_info)]
-    symbols: list = field(default_factory=list)  # Nlist64 containers
+    # ordinal -> RelocationInfo containers (a RecordTable when read, a list when written)
+    relocations: dict = field(default_factory=dict)
+    symbols: Sequence = field(default_factory=list)  # Nlist64 containers (idem)
     strings: bytes = b""
     extra: list = field(default_factory=list)  # (offset, bytes) not covered by any structure
 
@@ -259,7 +316,7 @@ class HwxImage:
         out = bytearray(self.size)
         for offset, chunk in self.extra:
             out[offset:offset + len(chunk)] = chunk
-        out[:HEADER_SIZE] = MachHeader.build(self.header)
+        out[:HEADER_SIZE] = fast(MachHeader).build(self.header)
         pos = HEADER_SIZE
         for command in self.commands:
             raw = command.to_bytes()
@@ -270,15 +327,14 @@ class HwxImage:
             if ref.ordinal in self.section_data:
                 data = self.section_data[ref.ordinal]
                 out[head.offset:head.offset + len(data)] = data
-            for i, rel in enumerate(self.relocations.get(ref.ordinal, ())):
-                at = head.reloff + RELOC_SIZE * i
-                out[at:at + RELOC_SIZE] = RelocationInfo.build(rel)
+            if ref.ordinal in self.relocations:
+                raw = table_bytes(self.relocations[ref.ordinal], RelocationTable)
+                out[head.reloff:head.reloff + len(raw)] = raw
         symtab = self.symtab()
         if symtab is not None:
             st = symtab.fields
-            for i, sym in enumerate(self.symbols):
-                at = st.symoff + NLIST_SIZE * i
-                out[at:at + NLIST_SIZE] = Nlist64.build(sym)
+            raw = table_bytes(self.symbols, SymbolTable)
+            out[st.symoff:st.symoff + len(raw)] = raw
             out[st.stroff:st.stroff + len(self.strings)] = self.strings
         if len(out) != self.size:
             raise ValueError("a structure was placed past the end of the file")
@@ -293,7 +349,7 @@ def _fail(message, file, offset):
 
 def _parse(layout, data, offset, what, file):
     try:
-        return layout.parse(data)
+        return fast(layout).parse(data)
     except ConstructError as err:  # pre-checks make this unreachable; keep the one-line rule
         raise _fail(f"{what} does not parse: {str(err).splitlines()[0]}", file, offset) from None
 
@@ -302,7 +358,7 @@ def parse_header(data: bytes, file=None):
     if len(data) < HEADER_SIZE:
         raise _fail(f"file is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte Mach-O header",
                     file, len(data))
-    header = MachHeader.parse(data[:HEADER_SIZE])
+    header = fast(MachHeader).parse(data[:HEADER_SIZE])
     if header.magic not in (MAGIC, MAGIC_MACHO64):
         raise _fail(f"magic {header.magic:#010x} is not an ANE hwx (expected {MAGIC:#010x})",
                     file, 0)
@@ -343,24 +399,24 @@ def _count_field(cmd, body):
 
 
 def _command_header(raw: bytes) -> tuple[int, int]:
-    head = CommandHeader.parse(raw[:8])
+    head = fast(CommandHeader).parse(raw[:8])
     return head.cmd, head.cmdsize
 
 
 def parse_command(body: bytes, offset: int, file=None) -> LoadCommand:
+    body = bytes(body)
     cmd, cmdsize = _command_header(body)
     layout = LAYOUTS.get(cmd)
     if layout is None:
-        return LoadCommand(offset, cmd, cmdsize, raw=bytes(body))
+        return LoadCommand(offset, cmd, cmdsize, raw=body)
     _command_bounds(cmd, cmdsize, _count_field(cmd, body), offset, file)
+    # Every layout is fixed-width fields plus a greedy tail, so its fields hold every byte of the
+    # body (tests/hwx check that they build back to it).
     fields = _parse(layout, body, offset, COMMAND_NAMES[cmd], file)
     if cmd == LC_LOADFVMLIB and not 0 < fields.name_offset <= cmdsize:
         raise _fail(f"LC_LOADFVMLIB name offset {fields.name_offset:#x} lies outside the "
                     f"{cmdsize:#x}-byte command", file, offset + 8)
-    command = LoadCommand(offset, cmd, cmdsize, fields=fields)
-    if command.to_bytes() != body:  # cannot rebuild exactly: keep it opaque rather than lose bytes
-        return LoadCommand(offset, cmd, cmdsize, raw=bytes(body))
-    return command
+    return LoadCommand(offset, cmd, cmdsize, fields=fields, raw=body)
 
 
 def parse_commands(data: bytes, header, file=None) -> list[LoadCommand]:
@@ -405,7 +461,7 @@ def _read_sections(image: HwxImage, data: bytes, file):
             _check_range(head.reloff, RELOC_SIZE * head.nreloc, size, f"{name} relocations", file,
                          where + 56)
             raw = data[head.reloff:head.reloff + RELOC_SIZE * head.nreloc]
-            image.relocations[ref.ordinal] = list(Array(head.nreloc, RelocationInfo).parse(raw))
+            image.relocations[ref.ordinal] = RecordTable(RelocationTable, raw)
 
 
 def _read_symtab(image: HwxImage, data: bytes, file):
@@ -417,12 +473,15 @@ def _read_symtab(image: HwxImage, data: bytes, file):
                  file, symtab.offset + 8)
     _check_range(st.stroff, st.strsize, len(data), "string table", file, symtab.offset + 16)
     raw = data[st.symoff:st.symoff + NLIST_SIZE * st.nsyms]
-    image.symbols = list(Array(st.nsyms, Nlist64).parse(raw))
+    image.symbols = RecordTable(SymbolTable, raw)
     image.strings = data[st.stroff:st.stroff + st.strsize]
-    for i, sym in enumerate(image.symbols):
-        if sym.n_strx >= max(st.strsize, 1) and sym.n_strx:
-            raise _fail(f"symbol {i} names string {sym.n_strx:#x}, past the {st.strsize:#x}-byte "
-                        "string table", file, st.symoff + NLIST_SIZE * i)
+    # n_strx is the first u32 of each Nlist64 (0 = no name, allowed even with no strings)
+    n_strx = np.frombuffer(raw, "<u4")[::NLIST_SIZE // 4]
+    bad = np.flatnonzero(n_strx >= max(st.strsize, 1))
+    if bad.size:
+        i = int(bad[0])
+        raise _fail(f"symbol {i} names string {int(n_strx[i]):#x}, past the {st.strsize:#x}-byte "
+                    "string table", file, st.symoff + NLIST_SIZE * i)
 
 
 def _covered(image: HwxImage) -> list[tuple[int, int]]:
@@ -453,9 +512,13 @@ def _uncovered_nonzero(image: HwxImage, data: bytes) -> list[tuple[int, bytes]]:
     return extra
 
 
-def parse_hwx(data: bytes, file=None) -> HwxImage:
-    """Split an hwx into its parts (see the module docstring); raises ProgramFormatError."""
-    data = bytes(data)
+def parse_hwx(data, file=None) -> HwxImage:
+    """Split an hwx into its parts (see the module docstring); raises ProgramFormatError.
+
+    `data`: bytes, or an `mmap` of the file (its slices are bytes too, so every part is copied
+    out of it once and the map can be closed afterwards); anything else is copied to bytes."""
+    if not isinstance(data, (bytes, mmap.mmap)):
+        data = bytes(data)
     header = parse_header(data, file)
     image = HwxImage(header=header, commands=parse_commands(data, header, file), size=len(data))
     _read_sections(image, data, file)

@@ -137,3 +137,12 @@ def test_unknown_commands_are_kept_not_dropped():
     note = hwx.load_commands[9]
     assert note.name == "LC_NOTE" and note.fields is None and note.raw[8:15] == b"ANEC v1"
     assert hwx.to_bytes() == data
+
+
+def test_symbol_naming_a_string_past_the_string_table():
+    # relu.hwx: LC_SYMTAB at 0xdf0 - 14 symbols at 0xe08, 0x161 bytes of strings at 0xee8
+    assert struct.unpack_from("<4I", RELU.read_bytes(), 0xdf0 + 8) == (0xe08, 14, 0xee8, 0x161)
+    n_strx = 0xe08 + 16 * 3  # symbol 3's first field
+    expect(damaged(words={n_strx: 0x161}), n_strx,
+           "symbol 3 names string 0x161, past the 0x161-byte string table")
+    read_hwx(damaged(words={n_strx: 0x160}), NAME)  # the table's last byte is a valid start

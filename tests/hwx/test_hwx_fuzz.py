@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from coreml2hwx.errors import ProgramFormatError
 from coreml2hwx.hwx import (hwx_to_anec, program_from_anec, program_from_bytes, program_from_hwx,
                             read_anec, read_hwx)
+from coreml2hwx.hwx.macho import LAYOUTS
 from tests.hwx.hwx_helpers import apple_hwx_files, short_id
 
 # The 16 small files (32-48 KiB); gemm.hwx (544 KiB) adds nothing the others lack but time.
@@ -71,6 +72,9 @@ def test_damaged_hwx_reads_exactly_or_fails_in_one_line(case):
     try:
         hwx = read_hwx(data, file=name)
         assert hwx.to_bytes() == data
+        # a known command's fields alone rebuild the bytes it keeps
+        assert all(LAYOUTS[c.cmd].build(c.fields) == c.raw
+                   for c in hwx.load_commands if c.fields is not None)
         program_from_hwx(hwx)
         hwx_to_anec(hwx)
     except ProgramFormatError as err:
