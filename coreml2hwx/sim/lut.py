@@ -127,6 +127,29 @@ class Lut:
         origin = ORIGIN_STEPS[self.mode] * self.h
         return origin, origin + 32 * self.h
 
+    def fp16_clip(self):
+        """For a `_clamp` table with lo >= +0 whose grid holds no fp16 value but +-0 (relu6's):
+        a function of fp16 inputs giving `reference`'s values as fp16, computed on the bit
+        patterns.  Non-negative fp16 values order as their int16 bits and every negative one (and
+        -0) lies below +0, so clipping the bits to [bits(lo), bits(hi)] is the clamp; the result
+        is always an input or a bound, so no rounding is involved.  The grid's only inputs, +-0,
+        are checked against `reference` here.  None for any other table."""
+        span = self._clamp()
+        if span is None or self.lo < 0 or max(abs(span[0]), abs(span[1])) >= 2.0 ** -25:
+            return None
+        lo, hi = np.array([self.lo, self.hi], np.float16).view(np.int16)
+
+        def clip(x16: np.ndarray) -> np.ndarray:
+            bits = x16.view(np.int16)
+            if bits.size and (bits & 0x7FFF).max() > 0x7C00:
+                self(x16)  # a NaN: stops the run as the table does
+            return np.clip(bits, lo, hi).view(np.float16)
+
+        zeros = np.array([0.0, -0.0], np.float16)
+        if clip(zeros).tobytes() != self.reference(zeros).astype(np.float16).tobytes():
+            return None
+        return clip
+
     def _clamped(self, x: np.ndarray, grid_span) -> np.ndarray:
         """`reference` of a `_clamp` table: float32 clip, the table itself on grid inputs."""
         x = np.asarray(x, np.float32)

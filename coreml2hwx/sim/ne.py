@@ -48,6 +48,23 @@ def run(f, memory, x: np.ndarray, out_shape) -> np.ndarray:
         return _nonlinear(f, memory, acc, fresh=acc is not x)
 
 
+def fp16_clamp(f, memory, in_shape, out_shape):
+    """The whole computation of a bypass task whose only work is a clamp table (relu6), as a
+    function on fp16 values (`Lut.fp16_clip`: exact, no fp32 round trip), or None.  Only for
+    register values `run` accepts and computes the same way: OpMode 4 bypass, no weights, bias,
+    AccBias or PostScale, one channel per output channel, output shape = input shape."""
+    if (f.get("ne.MACCfg.OpMode"), f.get("ne.MACCfg.KernelMode"),
+            f.get("ne.MACCfg.NonlinearMode")) != (4, 1, 2):
+        return None
+    if (f.get("ne.MACCfg.BiasMode") or f.get("ne.AccBias.AccBias")
+            or F32(f.get("ne.PostScale.PostScale")) != 1):
+        return None
+    if (f.get("common.GroupConvCfg.UnicastCin") != 1 or f.get("common.GroupConvCfg.ElemMultMode")
+            or tuple(out_shape) != tuple(in_shape)):
+        return None
+    return _table(f, memory).fp16_clip()
+
+
 def _fp16(bits: int) -> float:
     return float(np.array([bits], np.uint16).view(np.float16)[0])
 
@@ -82,6 +99,9 @@ def _nonlinear(f, memory, acc, fresh: bool):
         return np.maximum(acc, F32(0), out=acc if fresh else None)
     if mode != 2:
         raise f.fail(f"ne.MACCfg.NonlinearMode = {mode}: never seen")
-    lut = kernel.from_constants(f, "lut", lambda: Lut(kernel.coefficients(
+    return _table(f, memory)(acc)
+
+
+def _table(f, memory) -> Lut:
+    return kernel.from_constants(f, "lut", lambda: Lut(kernel.coefficients(
         f, memory, channel=0, size=TABLE_BYTES, what="lookup table"), where=f.where))
-    return lut(acc)

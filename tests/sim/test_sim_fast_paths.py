@@ -8,6 +8,7 @@ Apple's data where there is some:
   `kernel.depthwise_reference` (one einsum) over kernel sizes, strides, padding, groups, depth;
 * depthwise weight unpacking (one block per coefficient channel) against a channel-by-channel
   reading of the layout (kernel.py's rule: channel o on chunk o % 16, [bias] taps, back to back);
+* clamp tables on fp16 bits (`Lut.fp16_clip`, relu6) against `Lut.reference` on every fp16 value;
 * whole programs: compiled depthwise + relu6 / sigmoid programs run with the fast paths and with
   the reference paths swapped in give the same output bytes.
 Comparisons are of bytes (`tobytes`), so -0 / +0 and every last bit count.
@@ -20,11 +21,13 @@ import itertools
 import numpy as np
 import pytest
 
+from coreml2hwx.errors import SimulationError
 from coreml2hwx.ir import Graph
 from coreml2hwx.sim import kernel, run_program
 from coreml2hwx.sim.fields import TaskFields
 from coreml2hwx.sim.lut import MODES, SLICE, TABLE_BYTES, Lut
 from coreml2hwx.sim.memory import Memory
+from coreml2hwx.target import lut as target_lut
 from coreml2hwx.target.h13 import lower
 from tests.sim.support import eiln_program, eiln_rows
 
@@ -143,7 +146,31 @@ def test_programs_give_the_reference_paths_bytes(activation, monkeypatch):
     x = {"x": (rng.standard_normal((1, 48, 20, 20)) * 4).astype(np.float16)}
     fast = run_program(program, x)["y"]
     monkeypatch.setattr(Lut, "__call__", Lut.reference)
+    monkeypatch.setattr(Lut, "fp16_clip", lambda self: None)
     monkeypatch.setattr(kernel, "depthwise_sum", kernel.depthwise_reference)
     reference = run_program(program, x)["y"]
     assert fast.dtype == np.float16 and fast.shape == (1, 48, 20, 20)
     assert fast.tobytes() == reference.tobytes()
+
+
+ALL_FP16 = np.arange(1 << 16, dtype=np.uint16).view(np.float16)
+NOT_NAN = ALL_FP16[~np.isnan(ALL_FP16)]
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 6.0), (0.5, 2.0), (0.0, 1.0)])
+def test_fp16_clip_gives_the_tables_values_on_every_fp16_input(low, high):
+    table = Lut(target_lut.clip(low, high))
+    clip = table.fp16_clip()
+    assert clip is not None
+    assert clip(NOT_NAN.copy()).tobytes() == table.reference(NOT_NAN).astype(np.float16).tobytes()
+
+
+def test_fp16_clip_is_only_for_clamps_at_or_above_zero():
+    assert Lut(target_lut.clip(-1.0, 1.0)).fp16_clip() is None
+    assert Lut(target_lut.sigmoid()).fp16_clip() is None
+
+
+def test_fp16_clip_stops_at_nan_like_the_table():
+    clip = Lut(target_lut.clip(0.0, 6.0)).fp16_clip()
+    with pytest.raises(SimulationError, match="NaN"):
+        clip(np.array([1.0, np.nan], np.float16))
