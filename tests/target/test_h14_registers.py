@@ -1,0 +1,165 @@
+"""H14 (M2) header words, register writes, BAR slots and constant section, translated from our H13
+program of each case (`coreml2hwx.target.h14.registers`), compared with Apple's H14 programs.
+
+Ground truth: ../shared/oracles/h14 (Apple's ane-compile-hwx for target h14): each task's
+`header_words`, its `blocks` (every register the task writes), the BAR-slot tags of its records
+(bits 30:21 of a dense record header = 0x100 + 4 x slot) and `constant_section` (size, sha256).
+The H13 program comes from our frontend and H13 lowering (exact on the H13 oracles), built from the
+oracle's MIL by bench/parity.py's weights rule.
+
+Left out of the comparison, with the reason:
+* the task-size field of header word 0 (bits 26:16): the stream layout fills it, not this module;
+* the word 0xDEAD at 0x1524, which Apple writes as a filler record in front of the address records
+  in 5 tasks (census §3, "repeated identical records"); placing it is the record packer's job.
+
+Cases that still differ are listed per aspect with the reason; they are strict expected failures,
+so one that starts matching fails until it is taken off its list.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+
+import pytest
+
+from coreml2hwx.errors import Coreml2hwxError, UnsupportedError
+from coreml2hwx.program import Program
+from coreml2hwx.target.h13 import lower
+from coreml2hwx.target.h14.registers import TaskPlan, h14_constants, h14_tasks
+from tests.conftest import load_json, oracle_files
+from tests.target.h13_oracles import graph
+
+CASES = {case["case"]: case for case in map(load_json, oracle_files("h14"))}
+COMPILED = sorted(name for name, case in CASES.items() if not case["error"])
+
+TASK_SIZE = 0x7FF << 16  # Header[0] bits 26:16
+FILLER = (0x1524, 0xDEAD)
+
+NO_H13 = "our H13 lowering refuses it (runtime x runtime matmul other than 16 x K times K x N)"
+NOT_YET = {
+    "headers": {
+        "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": NO_H13,
+    },
+    "writes": {
+        "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": NO_H13,
+        "binary_real_div_1x64x1x1": "task 0 (8-NE LUT task on H13): H14's OCGSize 2, UnicastCin 4, "
+                                    "Cfg Sh* 2/2/2 and L2 SourceRowStride 0x450 are not derived",
+        "env_chain_residual_gelu_1x768x1x1": "task 0 (8-NE LUT task on H13): H14 leaves OCGSize "
+                                             "out and has UnicastCin 8; not derived",
+        "conv_probe_k1_c64_n64_s8_st1_g1_bias0_same": "Cfg Sh* 3/3/3 where H13 has 4/4/4",
+        "layer_norm_1x512x1x1": "ResultCfg 0x500130 (H13 0x500170) in task 0, ResultCfg and the "
+                                "result row stride left out in tasks 0/1",
+        "matmul_m1_k256_n512_ty1": "task 1: Cfg 0x10200005 (H13 0x10244405), SourceCfg 0x120 "
+                                   "(H13 0x160)",
+        "reduce_max_axes_1": "Cfg ShMax 4 (H13 3), L2 row stride 0x420 and result base 0x2100 "
+                             "(H13 0x430 / 0x2180: a different L2 allocation)",
+    },
+    "slots": {
+        "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": NO_H13,
+    },
+    "constants": {
+        "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": NO_H13,
+        "env_conv_k3_c64_n64_s16_st2_g1_bias0": "sparse stride-2 weights: the first 128 bytes "
+                                                "differ from H13's (68 vs 69 nonzero bytes)",
+    },
+}
+
+
+def cases_for(aspect: str):
+    return [pytest.param(name, id=name, marks=[pytest.mark.xfail(reason=NOT_YET[aspect][name],
+                                                                 strict=True)]
+                         if name in NOT_YET[aspect] else []) for name in COMPILED]
+
+
+@functools.lru_cache(maxsize=None)
+def program13(name: str) -> Program:
+    return lower(graph(CASES[name]))
+
+
+@functools.lru_cache(maxsize=None)
+def plans(name: str) -> tuple[TaskPlan, ...]:
+    return tuple(h14_tasks(program13(name)))
+
+
+def apple_tasks(name: str) -> list[dict]:
+    return CASES[name]["task_descriptors"]
+
+
+def apple_writes(task: dict) -> dict[int, int]:
+    words = {int(a, 16): int(v, 16) for block in task["blocks"].values()
+             for a, v in block["words"].items()}
+    if words.get(FILLER[0]) == FILLER[1]:
+        del words[FILLER[0]]
+    return words
+
+
+def apple_slots(task: dict) -> dict[int, int]:
+    slots = {}
+    for record in task["records"]:
+        head = int(record["header"], 16)
+        tag = head >> 21 & 0x3FF
+        if not head >> 31 and tag:  # a dense record carrying a BAR-slot tag
+            slots[int(record["address"], 16)] = (tag - 0x100) // 4
+    return slots
+
+
+def hexed(words: dict[int, int]) -> dict[str, str]:
+    return {f"{a:#06x}": f"{v:#x}" for a, v in sorted(words.items())}
+
+
+@pytest.mark.parametrize("name", cases_for("headers"))
+def test_header_words_equal_apples(name):
+    ours = [plan.header for plan in plans(name)]
+    theirs = [[int(w, 16) for w in task["header_words"]] for task in apple_tasks(name)]
+    for words in theirs:
+        words[0] &= ~TASK_SIZE
+    assert [[hex(w) for w in h] for h in ours] == [[hex(w) for w in h] for h in theirs]
+
+
+@pytest.mark.parametrize("name", cases_for("writes"))
+def test_register_writes_equal_apples(name):
+    ours = [hexed(plan.writes) for plan in plans(name)]
+    theirs = [hexed(apple_writes(task)) for task in apple_tasks(name)]
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("name", cases_for("slots"))
+def test_address_slots_equal_apples(name):
+    ours = [plan.slots for plan in plans(name)]
+    assert ours == [apple_slots(task) for task in apple_tasks(name)]
+
+
+@pytest.mark.parametrize("name", cases_for("constants"))
+def test_constant_section_equals_apples(name):
+    section = CASES[name]["constant_section"]
+    data = h14_constants(program13(name))
+    assert (len(data), hashlib.sha256(data).hexdigest()) == (section["size"], section["sha256"])
+
+
+def test_every_address_register_has_a_slot_and_is_written():
+    for name in COMPILED:
+        if name in NOT_YET["slots"]:
+            continue
+        for plan in plans(name):
+            assert set(plan.slots) <= set(plan.writes), name
+
+
+def test_apple_refusals_are_refused_before_h14():
+    refused = [name for name, case in CASES.items() if case["error"]]
+    assert refused, "the H14 oracles hold at least one case Apple refused"
+    for name in refused:
+        with pytest.raises(Coreml2hwxError):
+            lower(graph(CASES[name]))
+
+
+def test_translation_is_deterministic():
+    name = "conv_k3_c64_n64_s8_bias0"
+    again = h14_tasks(lower(graph(CASES[name])))
+    assert [(p.header, p.writes, p.slots) for p in again] == \
+        [(p.header, p.writes, p.slots) for p in plans(name)]
+
+
+def test_only_h13_programs_are_translated():
+    with pytest.raises(UnsupportedError, match="h13 program"):
+        h14_tasks(Program(target="h14", tasks=[]))
