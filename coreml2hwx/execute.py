@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coreml2hwx.errors import ModelError, UsageError
+from coreml2hwx.errors import Coreml2hwxError, ModelError, UsageError
 
 MANIFEST = "manifest.json"
 GRAPH_JSON, GRAPH_BIN = "graph.json", "graph.bin"
@@ -71,8 +71,11 @@ class CompiledModel:
         self.segments = []  # ("ane", Simulator) or ("host", subgraph), in manifest order
         for seg in manifest["segments"]:
             if seg["device"] == "ane":
-                program = load_program(out_dir / seg["programs"]["hwx"])
-                self.segments.append(("ane", Simulator(program)))
+                path = out_dir / seg["programs"]["hwx"]
+                try:
+                    self.segments.append(("ane", Simulator(load_program(path))))
+                except Coreml2hwxError as err:
+                    raise err.with_file(path)
             else:
                 ops = [op for op in graph.ops if op.name in set(seg["ops"])]
                 self.segments.append(("host", subgraph(graph, ops, f"segment{seg['index']}")))

@@ -37,9 +37,12 @@ def _reader(gen, task, state):
 
 
 def _dims(reg):
-    cin, cout = reg("common.Cin.Cin"), reg("common.Cout.Cout")
-    src = f"{cin}x{reg('common.InDim.Hin')}x{reg('common.InDim.Win')}"
-    dst = f"{cout}x{reg('common.OutDim.Hout')}x{reg('common.OutDim.Wout')}"
+    def dim(path):  # "?" for a register the task leaves at a default the map does not know
+        value = reg(path)
+        return "?" if value is None else value
+
+    src = f"{dim('common.Cin.Cin')}x{dim('common.InDim.Hin')}x{dim('common.InDim.Win')}"
+    dst = f"{dim('common.Cout.Cout')}x{dim('common.OutDim.Hout')}x{dim('common.OutDim.Wout')}"
     groups = reg("common.GroupConvCfg.NumGroups")
     return f"{src} -> {dst} (CxHxW)" + (f", {groups} groups" if groups and groups > 1 else "")
 

@@ -1,0 +1,56 @@
+"""Compiling for H14 (M2) through the whole tool: `coreml2hwx MODEL --target h14`.
+
+Ground truth: Apple's H14 programs for the same MIL (../shared/oracles/h14).  The .hwx the CLI
+writes is read back and compared with Apple's program field by field (bench/parity.py), so the
+frontend, placement, the H14 re-encoding and the container all take part.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from coreml2hwx.cli import main
+from coreml2hwx.hwx import load_program
+from tests.conftest import load_json
+from tests.target.h13_oracles import parity
+
+CASES = ["conv_k3_c64_n64_s8_bias0", "unary_sigmoid_c64", "env_bcast_mul_1x768x16x16_scalar"]
+
+
+def _model(shared, tmp_path, case_name):
+    case = load_json(shared / f"oracles/h14/{case_name}.json")
+    model = tmp_path / f"{case_name}.mil"
+    model.write_text(case["mil"])
+    data = parity.oracle_weight_tensor(case["weights"])
+    if data is not None:
+        (tmp_path / "weights.bin").write_bytes(parity.well_formed_weights(data))
+    return case, model
+
+
+@pytest.mark.parametrize("case_name", CASES)
+def test_cli_h14_hwx_equals_apples_program(shared, tmp_path, case_name):
+    case, model = _model(shared, tmp_path, case_name)
+    out = tmp_path / "out"
+    assert main([str(model), "-o", str(out), "--target", "h14"]) == 0
+    program = load_program(out / "model.hwx")
+    assert program.target == "h14"
+    assert parity.compare_program(program, case) == []
+    assert program.descriptor["text_words"] == int(case["program_descriptor"]["text_words"])
+
+
+def test_h14_compile_is_deterministic(shared, tmp_path):
+    _, model = _model(shared, tmp_path, "conv_k3_c64_n64_s8_bias0")
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main([str(model), "-o", str(out), "--target", "h14"]) == 0
+    assert (outs[0] / "model.hwx").read_bytes() == (outs[1] / "model.hwx").read_bytes()
+
+
+def test_running_an_h14_program_is_refused_naming_the_file(shared, tmp_path, capsys):
+    _, model = _model(shared, tmp_path, "unary_sigmoid_c64")
+    out = tmp_path / "out"
+    assert main([str(model), "-o", str(out), "--target", "h14"]) == 0
+    assert main(["run", str(out), "--output-dir", str(tmp_path / "y")]) != 0
+    err = capsys.readouterr().err
+    assert "model.hwx" in err and "h14" in err and "h13" in err
+    assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
