@@ -16,7 +16,8 @@ def add_arguments(parser):
 
 def run(args):
     from coreml2hwx import frontend, passes
-    from coreml2hwx.compiler import Compiled, atomic_write, place, segments_of
+    from coreml2hwx.compiler import (Compiled, atomic_write, lower_segments, lowering, place,
+                                     segments_of)
     from coreml2hwx.report.placement import placement_html, placement_text
 
     model = Path(args.model)
@@ -25,8 +26,9 @@ def run(args):
     graph = frontend.load(model)
     log = [f"pass {n}: {note or 'no change'}" for n, note in passes.run_pipeline(graph)]
     placement = place(graph, args.target)
-    compiled = Compiled(model, args.target, graph, graph, placement,
-                        segments_of(graph, placement), log)
+    # the programs a compile would write: a segment the target cannot chain whole is cut there too
+    segments = lower_segments(graph, segments_of(graph, placement), lowering(args.target), log)
+    compiled = Compiled(model, args.target, graph, graph, placement, segments, log)
     print(placement_text(compiled), end="")
     if args.html:
         from coreml2hwx.ir import dump_dot

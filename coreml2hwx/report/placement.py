@@ -84,6 +84,11 @@ def placement_text(compiled) -> str:
                      f"{r['tasks']:>5} {_cost(r):>8}  {r['reason']}")
     total = sum(r["cost_us"] or 0 for r in table)
     lines.append(f"\nestimated ANE time: {total:.1f} us (sum over ANE layers)")
+    cuts = [entry for entry in compiled.log if ": cut into " in entry]
+    if cuts:
+        lines.append(f"\n{len(cuts)} ANE segment(s) cut into several programs (each op alone "
+                     "lowers, together they do not):")
+        lines += [f"  {entry}" for entry in cuts]
     return "\n".join(lines) + "\n"
 
 

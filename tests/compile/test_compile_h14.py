@@ -7,6 +7,8 @@ frontend, placement, the H14 re-encoding and the container all take part.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from coreml2hwx.cli import main
@@ -54,3 +56,19 @@ def test_running_an_h14_program_is_refused_naming_the_file(shared, tmp_path, cap
     err = capsys.readouterr().err
     assert "model.hwx" in err and "h14" in err and "h13" in err
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
+
+
+def test_report_counts_the_programs_compile_writes(tmp_path, capsys):
+    """On H14 a program may not mix lookup tables and weights (no Apple program shows where the
+    tables would go), so compile cuts such segments; `report` must say the same."""
+    from coreml2hwx.commands.compile import EXAMPLE
+
+    out = tmp_path / "out"
+    assert main([str(EXAMPLE), "-o", str(out), "--target", "h14"]) == 0
+    written = len(list(out.glob("segment*.hwx")))
+    manifest_segments = len(json.loads((out / "manifest.json").read_text())["segments"])
+    capsys.readouterr()
+    assert main(["report", str(EXAMPLE), "--target", "h14"]) == 0
+    text = capsys.readouterr().out
+    assert f", {manifest_segments} segment(s)" in text.splitlines()[0]
+    assert written > 5 and "cut into several programs" in text and "LUTs and weights" in text
