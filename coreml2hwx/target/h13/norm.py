@@ -7,7 +7,8 @@ layer_norm over the channels of a [1, C, 1, 1] tensor (no affine; `layer_norm_1x
   2. (x - mean) x that factor, with [mean; factor] as the L2 operand (PE subtract, bias/scale form).
 layer_norm over C > 512 channels lays the C values along W first (`layer_norm_vector`, 5 tasks).
 layer_norm over W: of a [1, C, 1, W] tensor `layer_norm_last_axis` (3 tasks), with H > 1
-`norm_rows.layer_norm_rows` (5 tasks).
+`norm_rows.layer_norm_rows` (5 tasks; rows of 9 to 16 values: `layer_norm_spatial.rows`).
+layer_norm of a [1, C, H, W] tensor with H x W > 1 over other axes: `layer_norm_spatial`.
 softmax over a last axis of size 1 ([1, C, 1, 1]): `softmax.softmax_unit_axis`.
 softmax over the last axis of a [1, C, 1, W] tensor (`norm_softmax_an1_1x1x1x64`, upstream
 `norm_softmax_an1_1x8x1x64`), 5 tasks:
@@ -29,8 +30,9 @@ from coreml2hwx.target.h13.elementwise import pe_arith, pe_channel, pe_common, p
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
 from coreml2hwx.target.h13.operand import active_engines
 from coreml2hwx.target.h13.softmax import VECTOR_MAX_CHANNELS, softmax_unit_axis
-from coreml2hwx.target.h13.norm_rows import layer_norm_rows
+from coreml2hwx.target.h13.layer_norm_spatial import layer_norm_spatial, rows as spatial_rows
 from coreml2hwx.target.h13.softmax_rows import softmax_rows
+from coreml2hwx.target.h13.softmax_channels import softmax_channels
 from coreml2hwx.target.h13.spec import SRC_FETCH_KEEP, SRC_FETCH_LAST, TaskSpec
 
 LOG2_E = 1.4426950408889634
@@ -76,8 +78,10 @@ def layer_norm(ctx, op) -> list:
     eps = float(op.attrs.get("epsilon", 1e-5))
     if {a % rank + 4 - rank for a in op.attrs["axes"]} == {3} and n == 1 and w > 1:
         if h > 1:
-            return layer_norm_rows(ctx, op, x, y, eps)
+            return spatial_rows(ctx, op, x, y, eps)  # norm_rows up to W = 8
         return layer_norm_last_axis(op, x, y, eps)
+    if h * w > 1:  # spatial shapes over other axes (layer_norm_spatial.py)
+        return layer_norm_spatial(ctx, op, x, y, eps)
     if n != 1 or (h, w) != (1, 1) or 1 not in axes:
         raise UnsupportedError(f"layer_norm {'x'.join(map(str, x.shape))} axes "
                                f"{list(op.attrs['axes'])}: only [1, C, 1, 1] over C is supported "
@@ -128,6 +132,8 @@ def softmax(ctx, op) -> list:
     rank = len(ctx.graph.tensors[op.inputs[0]].shape)
     if n == 1 and h > 1 and op.attrs["axis"] % rank == rank - 1:
         return softmax_rows(ctx, op, x, y)
+    if rank == 4 and op.attrs["axis"] % rank == 1:  # over C: `softmax_channels` (or refused)
+        return softmax_channels(ctx, op, x, y)
     if (n, h) != (1, 1) or op.attrs["axis"] % rank != rank - 1:
         raise UnsupportedError(f"softmax {'x'.join(map(str, x.shape))} axis {op.attrs['axis']}: "
                                "only the last axis of a [1, C, 1, W] tensor is supported on h13 "

@@ -184,9 +184,10 @@ def _kernel_rules(spec: TaskSpec):
         spec.set(f"kernel_dma_src.AuxDMAConfig[{i}]", Value=0x80)
         spec.set(f"kernel_dma_src.AuxSize[{i}]", Value=0x40)
     if spec.coefficients:
+        # Channels not enabled fetch nothing at 0 (upstream `norm_softmax_a1_1x*x1x1` task 3: its
+        # one table at 0x80, CoeffBaseAddr[1..15] = 0).
         for i in range(16):
-            base, size = spec.kernel_chunks[i] if i < spec.coefficients else (
-                spec.kernel_chunks[0][0], 0x40)
+            base, size = spec.kernel_chunks[i] if i < spec.coefficients else (0, 0x40)
             spec.set(f"kernel_dma_src.CoeffBaseAddr[{i}]", Addr=base // 64)
             spec.set(f"kernel_dma_src.CoeffBfrSize[{i}]", MemBfrSize=size // 64)
 
