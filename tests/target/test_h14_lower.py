@@ -19,21 +19,10 @@ from tests.conftest import load_json, oracle_files
 from tests.target.h13_oracles import graph, parity
 
 CASES = [load_json(p) for p in oracle_files("h14")]
-_DEAD = "the 0x1524 = 0xDEAD record Apple adds (once or twice): no rule found yet"
 NOT_YET: dict[str, str] = {
-    "binary_add_1x64x8x8": _DEAD,
-    "binary_mul_1x128x16x16": _DEAD,
-    "env_act_silu_1x256x32x32": _DEAD,
-    "env_bcast_add_1x64x8x8_runtime_1x64x1x1": _DEAD,
-    "reduce_sum_axes_2_3": _DEAD,
-    "binary_real_div_1x64x1x1": "8-NE table task: OCGSize, UnicastCin, Sh fields, L2 row stride",
-    "env_chain_residual_gelu_1x768x1x1": "8-NE table task: OCGSize, UnicastCin, Sh fields",
-    "conv_probe_k1_c64_n64_s8_st1_g1_bias0_same": "Common.Cfg Sh fields 3 where H13 has 4",
+    "binary_real_div_1x64x1x1": "task 0 L2 source row stride 0x450 (H13 0x400): not derived",
     "env_conv_k3_c64_n64_s16_st2_g1_bias0": "one byte of the zero-skipping weight header",
     "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": "our H13 lowering refuses this runtime x runtime matmul",
-    "layer_norm_1x512x1x1": "task 0 ResultCfg; ResultCfg / result row stride left out",
-    "matmul_m1_k256_n512_ty1": "task 1 Common.Cfg and L2 SourceCfg",
-    "reduce_max_axes_1": "Cfg ShMax and the L2 row stride / result base",
 }
 
 

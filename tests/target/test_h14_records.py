@@ -5,7 +5,10 @@ For each task the test takes from the oracle only what a compiler knows before p
 registers written (the union of the task's `blocks` words), the BAR slot of each address word (read
 off the oracle's tagged dense records) and how often the standalone 0x1524 record is repeated.  It
 packs them and compares the encoded record headers and values with the oracle's `records`.
-All 38 tasks are expected to match; none is marked as an expected failure.
+A second test leaves out the 0x1524 filler and its count and gives the packer only where the task
+starts in the stream (the oracle's task sizes, 16-byte padded, after the 16-byte lead frame): the
+packer must add the fillers itself.  All 38 tasks are expected to match; none is marked as an
+expected failure.
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ from __future__ import annotations
 import pytest
 
 from coreml2hwx.target import generation
-from coreml2hwx.target.h14.records import address_tag, pack_records
+from coreml2hwx.target.h14.records import FILLER, address_tag, fillers, pack_records
 from tests.conftest import load_json, oracle_files
 
 FMT = generation("h14").stream
 TASKS = [(case, index, task)
          for case in (load_json(p) for p in oracle_files("h14"))
          for index, task in enumerate(case["task_descriptors"])]
+LEAD_FRAME_BYTES = 16  # oracle README: the task stream opens with a 16-byte frame
+
+
+def stream_offset(case, index: int) -> int:
+    """Byte offset of task `index` in its stream, from the sizes Apple gave the tasks before it."""
+    offset = LEAD_FRAME_BYTES
+    for task in case["task_descriptors"][:index]:
+        offset += -(-task["size_bytes"] // 16) * 16
+    return offset
 
 
 def hex_int(text: str) -> int:
@@ -98,6 +110,25 @@ def test_records_equal_apples(item):
     # Naming both words of each 64-bit address gives the same records.
     assert encoded(pack_records(writes, oracle_slots(task, every_word=True),
                                 repeats=repeats)) == expected
+
+
+@pytest.mark.parametrize("item", TASKS, ids=task_id)
+def test_fillers_follow_from_where_the_task_ends(item):
+    case, index, task = item
+    writes = oracle_writes(task)
+    writes.pop(FILLER, None)
+    at = stream_offset(case, index) + 4 * len(task["header_words"])
+    assert encoded(pack_records(writes, oracle_slots(task), at=at)) == oracle_records(task)
+
+
+def test_filler_count_keeps_the_padded_end_off_a_64_byte_line():
+    # Unpadded task ends (stream bytes) in the oracles: 0x100 (binary_add_1x64x8x8: one filler),
+    # 0xF8 (env_act_silu_1x256x32x32: two), 0xB4 (env_mm_r3rr_m64_k64_n64_tx0_ty1_b1#0: two),
+    # 0xF0 (env_act_gelu_1x768x1x1_sigmoid_approximation) and 0xC4
+    # (binary_add_c64_constant_scalar): none.
+    assert [fillers(end) for end in (0x100, 0xF8, 0xB4, 0xF0, 0xC4)] == [1, 2, 2, 0, 0]
+    with pytest.raises(ValueError, match="word aligned"):
+        fillers(0x102)
 
 
 def test_lone_register_is_dense_and_window_is_seventeen_words():

@@ -19,8 +19,9 @@ from __future__ import annotations
 from coreml2hwx.ir.graph import Graph
 from coreml2hwx.program import Program, Task
 from coreml2hwx.target import generation, h13
-from coreml2hwx.target.h14.records import pack_records
+from coreml2hwx.target.h14.records import TASK_ALIGN, pack_records
 from coreml2hwx.target.h14.registers import h14_constants, h14_tasks
+from coreml2hwx.target.stream import round_up
 
 __all__ = ["lower", "count_tasks", "from_h13"]
 
@@ -36,8 +37,13 @@ def count_tasks(graph: Graph) -> int:
 
 def from_h13(program13: Program) -> Program:
     """The H14 program Apple's compiler makes where it makes `program13` for H13."""
-    tasks = [Task(header=list(plan.header), records=pack_records(plan.writes, plan.slots))
-             for plan in h14_tasks(program13)]
-    generation("h14").layout(tasks)
+    gen = generation("h14")
+    tasks, offset = [], 4 * len(gen.stream.lead_frame)
+    for plan in h14_tasks(program13):
+        # Records are packed in stream order: the 0x1524 fillers depend on where a task ends.
+        records = pack_records(plan.writes, plan.slots, at=offset + 4 * len(plan.header))
+        tasks.append(Task(header=list(plan.header), records=records))
+        offset = round_up(offset + 4 * tasks[-1].size_words, TASK_ALIGN)
+    gen.layout(tasks)
     return Program(target="h14", tasks=tasks, constants=h14_constants(program13),
                    tensors=list(program13.tensors), name=program13.name)

@@ -28,22 +28,27 @@ The rule, read off the 38 tasks of ../shared/oracles/h14 (h14 census §3):
    KernelDMA 0x1900 takes masked + dense 5 + dense 31 rather than dense 1 + masked 16 + dense 31;
    at 0x1944 dense 5 rather than masked 16; binary_add TileDMASrc dense 4 + masked 6 rather than
    masked 8 + dense 2; a lone register is a 1-word dense record, never a masked record with mask 0.)
-4. **0x1524 stands alone.**  TileDMADst's last word (0xDEAD in every oracle that writes it) is never
-   merged into the TileDMADst masked record although it lies in its window; it gets its own dense
-   record right after the block, emitted once or twice.  How many times is not a function of the
-   register writes: no register or header word separates the three tasks that emit it twice
-   (env_act_silu_1x256x32x32, env_bcast_add_1x64x8x8_runtime_1x64x1x1#1,
-   env_mm_r3rr_m64_k64_n64_tx0_ty1_b1#0) from the three that emit it once (binary_add_1x64x8x8,
-   binary_mul_1x128x16x16, reduce_sum_axes_2_3, plus upstream binary_add_1x3x224x224) other than
-   by values that differ from task to task (0x38 Cfg, 0x534).  So the count is an input: `repeats`
-   (address -> times its standalone record is emitted, default 1).
+4. **0x1524 = 0xDEAD is a filler.**  A task, padded to 16 bytes, never ends on a 64-byte
+   boundary of the task stream (counted from the stream's start, its 16-byte lead frame
+   included).  Where it would, Apple adds 2-word records writing 0xDEAD to 0x1524 (TileDMADst's
+   last word, otherwise never written) until it does not: one when the unpadded end falls on
+   the boundary, two when it falls 3 or 2 words short of it.  They go where the TileDMADst
+   block's records go (after NE; in a task without TileDMADst words too), before the address
+   records, and are never merged into the TileDMADst masked record.  Holds for all 38 oracle
+   tasks (6 with fillers: env_act_silu_1x256x32x32, env_bcast_add_1x64x8x8_runtime_1x64x1x1#1
+   and env_mm_r3rr_m64_k64_n64_tx0_ty1_b1#0 two, binary_add_1x64x8x8, binary_mul_1x128x16x16
+   and reduce_sum_axes_2_3 one) and for the upstream oracles checked (joshuaswarren/
+   mil-hwx-compiler research/oracles/h14, same compiler build: binary_add_1x{64,128,4096}x1x1
+   two, binary_add_1x3x224x224 and 1x128x16x16 one, binary_pow_1x128x16x16 tasks 0 and 1 two
+   with no other TileDMADst word).  `pack_records(..., at=offset)` applies the rule; without
+   `at`, `repeats` gives the count (address -> times its standalone record is emitted).
 
 This reproduces all 38 oracle tasks exactly (record order, dense/masked choice, masks, tags,
-values), given the repeat count of 0x1524 for the three tasks that emit it twice
-(tests/target/test_h14_records.py).  It also reproduces, checked by hand, 8 tasks of the upstream
-oracle set that ../shared does not hold (joshuaswarren/mil-hwx-compiler research/oracles/h14:
-binary_pow_1x128x16x16 x3, whose tasks 0 and 1 write 0x1524 twice with no other TileDMADst word;
-binary_add_1x3x224x224; env_bcast_add_2x64x8x8_runtime_2x64x8x8; two conv_probe and one env_conv
+values, fillers; tests/target/test_h14_records.py).  It also reproduces, checked by hand, 8
+tasks of the upstream oracle set that ../shared does not hold (joshuaswarren/mil-hwx-compiler
+research/oracles/h14: binary_pow_1x128x16x16 x3, whose tasks 0 and 1 write 0x1524 twice with no
+other TileDMADst word; binary_add_1x3x224x224; env_bcast_add_2x64x8x8_runtime_2x64x8x8; two
+conv_probe and one env_conv
 case).  Weakest part: the order of address records inside KernelDMA is seen only in LUT tasks
 (0x1A00, then 0x19F4); no task seen has a kernel address (0x1908) next to LUT addresses, and the
 rule above would put it after them.
@@ -60,7 +65,9 @@ BLOCK_ORDER = (0x1900, 0x0000, 0x1100, 0x0500, 0x0900, 0x0D00, 0x1500)
 BLOCK_SPAN = 0x400
 KERNEL_DMA = 0x1900
 # Registers Apple writes as a record of their own after their block (rule 4).
-STANDALONE = (0x1524,)
+FILLER, FILLER_VALUE = 0x1524, 0xDEAD
+STANDALONE = (FILLER,)
+LINE_BYTES, TASK_ALIGN = 64, 16  # a task must not end on a line; tasks are padded to 16 bytes
 WINDOW_WORDS = 16  # mask bits of a masked record
 MAX_DENSE = 64  # count field [20:15] + 1
 ADDRESS_TAG = 0x100
@@ -72,15 +79,20 @@ def address_tag(slot: int) -> int:
 
 
 def pack_records(writes: Mapping[int, int], slots: Mapping[int, int] | None = None, *,
-                 repeats: Mapping[int, int] | None = None) -> list[Record]:
+                 repeats: Mapping[int, int] | None = None, at: int | None = None) -> list[Record]:
     """Apple's record list for a task writing `writes` (byte address -> 32-bit value).
 
     `slots` maps each register holding a buffer address to the BAR slot it is bound to; naming the
     Lo word of a 64-bit address is enough (the Hi word may be named too, with the same slot).
-    `repeats` says how often a standalone register's record (0x1524) is emitted; 1 when not given.
+    `at` is the byte offset in the task stream where the task's first record goes (after its
+    header); given it, the 0x1524 fillers of rule 4 are added as the task's end requires.
+    Otherwise `repeats` says how often a standalone register's record (0x1524) is emitted, 1 when
+    not given.
     Raises ValueError on an address outside the H14 blocks, a misaligned address, a value that is
     not a 32-bit word, or a slot for a register the task does not write.
     """
+    if at is not None:
+        return pack_at(writes, slots, at)
     slots = dict(slots or {})
     repeats = dict(repeats or {})
     check(writes, slots, repeats)
@@ -101,6 +113,26 @@ def pack_records(writes: Mapping[int, int], slots: Mapping[int, int] | None = No
         records += [Record(g[0], [writes[a] for a in g], tag=address_tag(slots[g[0]]))
                     for g in ordered]
     return records
+
+
+def pack_at(writes, slots, at: int) -> list[Record]:
+    """Rule 4: the records, with as many fillers as keep the padded task end off a line end."""
+    plain = {a: v for a, v in writes.items() if a != FILLER}
+    records = pack_records(plain, slots)
+    count = fillers(at + 4 * sum(1 + len(r.values) for r in records))
+    if not count:
+        return records
+    return pack_records({**plain, FILLER: FILLER_VALUE}, slots, repeats={FILLER: count})
+
+
+def fillers(end: int) -> int:
+    """How many 2-word filler records a task ending at stream byte `end` gets (rule 4)."""
+    if end % 4:
+        raise ValueError(f"task end {end:#x} is not word aligned")
+    count = 0
+    while -(-(end + 8 * count) // TASK_ALIGN) * TASK_ALIGN % LINE_BYTES == 0:
+        count += 1
+    return count
 
 
 def check(writes, slots, repeats) -> None:

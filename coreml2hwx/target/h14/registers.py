@@ -2,7 +2,7 @@
 
 Apple's H14 programs have the task structure, L2 layout, strides and weights of the H13 programs
 for the same MIL (h14-register-census.md §1); what differs is the encoding, which this module
-rebuilds from the H13 register state of every task:
+rebuilds from the H13 register state of every task, and a few placement choices:
 
 * header: census §2 (TID, ExeCycles, LogEvents - 0x400, DebugLogEvents without bit 1, a word that
   is 1 iff the result stays in L2, TSR | TDE << 1 | ENE << 16); the task-size field is left 0.
@@ -11,7 +11,16 @@ rebuilds from the H13 register state of every task:
 * TileDMA / KernelDMA: 64-bit Lo/Hi buffer addresses, re-encoded DMA config words, coefficient
   bases and sizes as on H13; a LUT comes through its own channel (census §4.7).
 * Only registers off their default are written; the defaults are the values the paired H13 task
-  holds where H14 leaves a register out (census §4 "H13 values ... where H14 omits it").
+  holds where H14 leaves a register out (census §4 "H13 values ... where H14 omits it"); strides
+  only where the dimension they step has more than one element (`dma_strides`, `strided`).
+* Where H14 places work differently: a task H13 runs on 8 NEs runs on 16 (`spread`); an NE task
+  on fewer than 16 NEs with a row shift gets one more and PE-style rows (`narrow_rows`); the
+  SmallSourceMode shifts of 1x1 convolutions and matrix-vector tasks (`small_source_shift`); a PE
+  result kept in L2 loses its DMA format and strides (`pe_result_in_l2`).
+
+Evidence beyond ../shared: upstream H14 oracles (joshuaswarren/mil-hwx-compiler
+research/oracles/h14, same compiler build unless noted), cited by case name; the words read off
+19 of them agree with this module's output except where a docstring says not.
 
 Every rule is stated on the H13 register state (field names of `maps.h13`); the oracle cases only
 serve as evidence.  The BAR slot of every address register comes from the H13 header's
@@ -23,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.program import Program
+from coreml2hwx.target.h13 import l2 as l2_13
 from coreml2hwx.target.maps import h13 as map13
 from coreml2hwx.target.maps import h14 as map14
 
@@ -114,6 +124,18 @@ class Task13:
     def rows_out(self) -> int:
         return self("common.OutDim.Hout")
 
+    @property
+    def groups(self) -> int:
+        return self("common.GroupConvCfg.NumGroups")
+
+    @property
+    def depth_in(self) -> int:
+        return self("common.InDepth.Depth")
+
+    @property
+    def depth_out(self) -> int:
+        return self("common.OutDepth.Depth")
+
 
 def h13_tasks(program13: Program) -> list[Task13]:
     if program13.target != "h13":
@@ -159,16 +181,20 @@ def _put(out: Writes, address: int, value: int, default: int | None = None) -> N
 def common(t: Task13, out: Writes) -> None:
     c = map14.BLOCK_BASES["common"]
     _put(out, c + 0x00, t.word("common.InDim"))
-    _put(out, c + 0x0C, t.word("common.Cin"))
-    # Left out once, at 16 (env_mm_r2rr); written at 64 in a runtime-weight matmul too (census
-    # §4.1, env_mm_r3rr task 2), so the rule is a default value, not the kind of task [H].
+    # InDepth / OutDepth: written when not 1 (8 in upstream layer_norm_1x64x8x8 tasks 0 and 1).
+    _put(out, c + 0x04, t.word("common.InDepth"), default=1)
+    # Cin and Cout are left out at 16: Cout in env_mm_r2rr (and written at 64 in a runtime-weight
+    # matmul too, env_mm_r3rr task 2, census §4.1), both in upstream binary_add_1x16x1x1 and
+    # both tasks of binary_real_div_1x16x1x1 (a later build of Apple's compiler).
+    _put(out, c + 0x0C, t.word("common.Cin"), default=0x10)
     _put(out, c + 0x10, t.word("common.Cout"), default=0x10)
     _put(out, c + 0x14, t.word("common.OutDim"))
-    # InDepth, ChCfg, OutDepth and ConvCfg3d are never written (census §4.1).
+    _put(out, c + 0x18, t.word("common.OutDepth"), default=1)
+    # ChCfg and ConvCfg3d are never written (census §4.1).
     if t.ne:  # PE tasks leave the output-channel group out (census §4.1, 23/23 NE tasks)
-        _put(out, c + 0x1C, t("common.ConvCfg.OCGSize"))
+        _put(out, c + 0x1C, ocg_size(t), default=OCG_DEFAULT)
     _put(out, c + 0x20, conv_cfg(t), default=conv_cfg_default())
-    _put(out, c + 0x28, t.word("common.GroupConvCfg"), default=0x10001)
+    _put(out, c + 0x28, group_cfg(t), default=0x10001)
     _put(out, c + 0x2C, t.word("common.TileCfg"))
     _put(out, c + 0x30, t.word("common.Unk2C"), default=0)
     _put(out, c + 0x34, t.word("common.Unk30"), default=0)
@@ -178,30 +204,124 @@ def common(t: Task13, out: Writes) -> None:
 
 
 CFG13 = H13.field("common.Cfg.ActiveNE")[0]
+GROUP13 = H13.field("common.GroupConvCfg.UnicastCin")[0]
 ALL_NE = 4  # ActiveNE field value of a task spread over all 16 neural engines
+ENGINES = 16
+# OCGSize 3 is never written: env_conv_k3_c128_n128_s16_st2_g1_bias1 (H13 OCGSize 3) leaves 0x1C
+# out, and upstream's census of 265 H14 tasks sees 0, 2, 4 and 5 only.
+OCG_DEFAULT = 3
+# A task H13 spreads over 8 NEs gives each of H14's 16 at most 8 channels (UnicastCin).
+EIGHT_NE = 3  # ActiveNE field value of a task on 8 neural engines
+MAX_UNICAST = 8
+MIN_SPREAD_UNICAST = 4  # spread seen from C = 64 (4 per NE) on; C = 16 stays on 8 NEs
+
+
+def spread(t: Task13) -> int | None:
+    """UnicastCin per NE when H14 runs on all 16 NEs a task that H13 runs on 8, else None.
+
+    Upstream H14 oracles (joshuaswarren/mil-hwx-compiler research/oracles/h14): task 0 of
+    binary_real_div_1xCx1x1 (a LUT task): C = 64 -> 4, C = 128, 256, 512, 4096 -> 8; task 0 of
+    reduce_mean_axes_1 (1x64x8x8, no LUT) -> 4; here x + gelu(x) at C = 768 -> 8
+    (env_chain_residual_gelu_1x768x1x1).  binary_real_div_1x16x1x1 (a later build of the same
+    compiler) keeps H13's 8 NEs and UnicastCin 1; C = 32 is not seen."""
+    if not (t.ne and t("common.Cfg.ActiveNE") == EIGHT_NE):
+        return None
+    unicast = min(MAX_UNICAST, t("common.Cin.Cin") // ENGINES)
+    return unicast if unicast >= MIN_SPREAD_UNICAST else None
+
+
+def narrow_rows(t: Task13) -> bool:
+    """An NE task H13 runs on fewer than 16 NEs over a source of several rows, with a row shift
+    (ShMax > 0).  H14 gives it one more ShMax and stages its source rows as a PE task would
+    (`source_row`): reduce_max_axes_1 (one NE) and upstream reduce_mean_axes_1 task 0 (8 NEs),
+    both 1x64x8x8: ShMax 3 -> 4, row stride 0x430 -> 0x420.  Only this shape is seen; 16-NE
+    tasks keep H13's (conv_k3_c64_n64_s8, env_act_silu_1x256x32x32), and so does a task without
+    a row shift (binary_mul_c512_constant_blob task 0: 2 rows, ShMax 0)."""
+    return (t.ne and t("common.Cfg.ActiveNE") < ALL_NE and t.rows_in > 1
+            and t("common.Cfg.ShMax") > 0)
+
+
+def ocg_size(t: Task13) -> int:
+    """OCGSize: H13's, or log2 UnicastCin in a spread task (2 at C = 64, 3 = left out at
+    C >= 128; real_div, x + gelu(x), reduce_mean)."""
+    unicast = spread(t)
+    if unicast is None:
+        return t("common.ConvCfg.OCGSize")
+    return unicast.bit_length() - 1
+
+
+def group_cfg(t: Task13) -> int:
+    """GroupConvCfg: H13's, with the per-NE UnicastCin of a spread task (0x44001 at C = 64,
+    0x84001 from C = 128 on)."""
+    word = t.word("common.GroupConvCfg")
+    unicast = spread(t)
+    if unicast is None:
+        return word
+    return H13.encode({"common.GroupConvCfg.UnicastCin": unicast}, {GROUP13: word})[GROUP13]
 
 
 def cfg_word(t: Task13) -> int:
-    """Common.Cfg.  Two H14 changes the data shows (census §4.1):
+    """Common.Cfg.  The H14 changes the data shows (census §4.1):
     * bit 29 with a runtime kernel (0x20200001 where H13 has 0x200001; env_mm_r2rr, r3rr);
-    * a LUT task H13 spreads over 8 NEs (ActiveNE 3: its table is copied once per NE) runs on all
-      16 on H14, where one table serves every NE, also with bit 29 (real_div and x+gelu(x)
-      task 0: 0x10180001 -> 0x30222201 / 0x30200001; their Sh* fields are not derived)."""
+    * a task H13 spreads over 8 NEs (ActiveNE 3; a LUT's table is copied once per NE) runs on
+      all 16 on H14 (`spread`), where one table serves every NE, with bit 29 and ShPref = ShMin
+      = log2(16 / UnicastCin), ShMax the larger of that and `narrow_rows`' ShMax, all three 0
+      when C is not a power of two (real_div task 0: 0x10180001 -> 0x30222201 at C = 64,
+      0x30211101 at C = 128 ... 4096 upstream; x + gelu(x) at C = 768: 0x30200001; upstream
+      reduce_mean_axes_1 task 0: 0x101b0001 -> 0x30242201);
+    * `narrow_rows` tasks: ShMax + 1 (reduce_max_axes_1: 0x30001 -> 0x40001);
+    * a matrix-vector task (Bit28 with SmallSourceMode: the vector is the small source, the
+      matrix the kernel) keeps no Sh* fields: 0x10244405 -> 0x10200005 (matmul_m1_k256_n512_ty1
+      task 1; upstream's census of 265 H14 tasks, 36 matvec shapes among them, never shows a
+      0x102444xx Cfg, which H13 writes for every K <= 512 matvec);
+    * a 1x1 convolution in SmallSourceMode over more than one row: `small_source_shift`."""
     cfg = t.word("common.Cfg")
-    active = t("common.Cfg.ActiveNE")
     if t.runtime_weights:
         cfg |= 1 << 29
-    if t.lut and active < ALL_NE:
-        cfg = H13.encode({"common.Cfg.ActiveNE": ALL_NE}, {CFG13: cfg})[CFG13] | 1 << 29
+    sh_max = t("common.Cfg.ShMax") + int(narrow_rows(t))
+    fields = {"common.Cfg.ShMax": sh_max}
+    unicast = spread(t)
+    if unicast is not None:
+        channels = t("common.Cin.Cin")
+        shift = (ENGINES // unicast).bit_length() - 1 if channels & (channels - 1) == 0 else 0
+        fields = {"common.Cfg.ActiveNE": ALL_NE, "common.Cfg.ShPref": shift,
+                  "common.Cfg.ShMin": shift, "common.Cfg.ShMax": max(shift, sh_max) if shift else 0}
+        cfg |= 1 << 29
+    cfg = H13.encode(fields, {CFG13: cfg})[CFG13]
+    if t("common.Cfg.SmallSourceMode") and t.weights:
+        shift = small_source_shift(t)
+        if shift is not None:
+            fields = {f"common.Cfg.{name}": shift for name in SHIFTS}
+            cfg = H13.encode(fields, {CFG13: cfg})[CFG13]
     return cfg
 
 
+def small_source_shift(t: Task13) -> int | None:
+    """ShPref = ShMin = ShMax of a weight task in SmallSourceMode (H13: 4), where H14 differs.
+
+    * matrix-vector (Bit28): 0 (`cfg_word`);
+    * a 1x1 kernel over Hout > 1 rows: log2 Hout, 3 at Hout 8 (conv_probe_k1_c64_n64_s8_st1_g1_
+      bias0_same; upstream conv_k1_c64_n64_s8_bias0_relu, env_conv_k1_c64_n64_s16_st2_g1_bias0,
+      env_conv_k1_c256_n256_s8_st1_g1_bias1).  H13's 4 stays with a 3x3 kernel at Hout 8
+      (conv_k3_c64_n64_s8_bias0, env_conv_k3_c64_n64_s16_st2_g1_bias0, upstream
+      env_conv_k3_c128_n128_s16_st2_g1_bias1) and at Hout 1 (upstream env_conv_k1_c768_n768_s1_
+      st1_g1_bias1, conv_k1_c1024_n1024_s1_bias0; but upstream conv_k1_c256_n512_s1_bias0 has 0
+      there, with an unskewed L2 source row too: not derived).  Hout 2 and 4 are not seen."""
+    if t("common.Cfg.Bit28"):
+        return 0
+    if t("common.ConvCfg.Kh") == 1 and t.rows_out > 1:
+        return t.rows_out.bit_length() - 1
+    return None
+
+
+SHIFTS = ("ShPref", "ShMin", "ShMax")
+
+
 def engines(t: Task13) -> int:
-    """Header ENE: ActiveNE + 1 of the H14 Cfg on NE tasks, H13's value otherwise."""
-    ene = t.head("ENE")
-    if ene and t.lut:
-        return H13.get({CFG13: cfg_word(t)}, "common.Cfg.ActiveNE") + 1
-    return ene
+    """Header ENE: ActiveNE + 1 of the H14 Cfg on NE tasks (5 for a spread task), 0 otherwise."""
+    if not t.head("ENE"):
+        return 0
+    return H13.get({CFG13: cfg_word(t)}, "common.Cfg.ActiveNE") + 1
 
 
 _CONV_MOVED = ("Sx", "Sy", "Px", "Py", "Ox", "Oy")
@@ -229,33 +349,111 @@ def l2(t: Task13, out: Writes) -> None:
         _put(out, base + offset, word(offset), default)
 
     copy(0x00, default=0)   # L2Cfg
-    copy(0x04)              # SourceCfg
+    _put(out, base + 0x04, source_cfg(t))
     copy(0x08, default=0)   # SourceBase
     reads_source = t("l2.SourceCfg.SourceType") != 0
     if reads_source or t("common.Cin.Cin") > 1:  # not in layer_norm task 1 (Cin 1, no source)
         copy(0x0C)          # SourceChannelStride
+    row = source_row(t)
     if reads_source:        # row, depth and group strides only when the source is read
-        for offset in (0x10, 0x14, 0x18):
+        out[base + 0x10] = row
+        for offset in (0x14, 0x18):
             copy(offset)
+    elif t.groups > 1:      # and the group stride of grouped tasks (reduce_mean_axes_1 task 1)
+        copy(0x18)
     if t("l2.SourceCfg.Bit24"):  # second source by DMA: all its L2 staging words
         for offset in (0x1C, 0x20, 0x24, 0x28, 0x2C):
             copy(offset)
     else:                   # second source already in L2
         copy(0x1C, default=0)
-        strided(out, base + 0x20, word(0x20), word(0x24), word(0x28))
+        strided(out, base + 0x20, word(0x20), word(0x24), word(0x28), word(0x2C),
+                depths=t.depth_in, groups=t.groups)
+    if pe_result_in_l2(t):
+        _put(out, base + 0x30, result_cfg(t), default=PE_RESULT_CFG_DEFAULT)
+        copy(0x34, default=0)   # ResultBase; no ConvResult strides
+        return
     copy(0x30)              # ResultCfg
-    copy(0x34, default=0)   # ResultBase
-    strided(out, base + 0x38, word(0x38), word(0x3C), word(0x40))
+    _put(out, base + 0x34, result_base(t, row), default=0)
+    strided(out, base + 0x38, word(0x38), word(0x3C), word(0x40), word(0x44),
+            depths=t.depth_out, groups=t.groups)
 
 
-def strided(out: Writes, address: int, channel: int, row: int, depth: int) -> None:
+def source_row(t: Task13) -> int:
+    """L2 SourceRowStride: H13's, or for `narrow_rows` tasks whose H13 row follows the NE rule
+    (`h13.l2.ne_row_stride`: odd, 67 units for 64) the PE rule (`h13.l2.pe_row_stride`: 66)."""
+    row = t.word("l2.SourceRowStride")
+    if not narrow_rows(t):
+        return row
+    channel = t.word("l2.SourceChannelStride") // l2_13.UNIT
+    units = t("common.Cin.Cin") * channel
+    if row != l2_13.UNIT * l2_13.ne_row_stride(units, channel):
+        return row
+    return l2_13.UNIT * l2_13.pe_row_stride(units)
+
+
+def result_base(t: Task13, row: int) -> int:
+    """L2 ResultBase: H13's; a result staged right after the source moves with its row stride
+    (reduce_max_axes_1: 8 rows x 0x420 = 0x2100, H13 8 x 0x430 = 0x2180)."""
+    base = t.word("l2.ResultBase")
+    source = t.word("l2.SourceBase")
+    old_row = t.word("l2.SourceRowStride")
+    if row != old_row and base == source + t.rows_in * old_row:
+        return source + t.rows_in * row
+    return base
+
+
+RESULT_CFG13 = H13.field("l2.ResultCfg.ResultType")[0]
+PE_RESULT_CFG_DEFAULT = 0x100  # DMAInterleave 1 alone: left out (layer_norm task 1)
+
+
+def pe_result_in_l2(t: Task13) -> bool:
+    """A PE task whose result stays in L2 (ResultType 0): layer_norm tasks 0 and 1 (1x512x1x1 here,
+    1x64x8x8 upstream), the only such tasks seen; NE tasks that keep their result (pow, matmul
+    task 0) keep H13's words."""
+    return not t.ne and t("l2.ResultCfg.ResultType") == 0
+
+
+def result_cfg(t: Task13) -> int:
+    """ResultCfg of `pe_result_in_l2` tasks: H13's without DMAFmt (0x500170 -> 0x500130; 0x140 ->
+    0x100, which H14 leaves out), and no ConvResult channel/row/depth strides (layer_norm
+    1x512x1x1 and upstream 1x64x8x8, tasks 0 and 1)."""
+    cfg = t.word("l2.ResultCfg")
+    return H13.encode({"l2.ResultCfg.DMAFmt": 0}, {RESULT_CFG13: cfg})[RESULT_CFG13]
+
+
+SOURCE_CFG13 = H13.field("l2.SourceCfg.SourceType")[0]
+
+
+def source_cfg(t: Task13) -> int:
+    """L2 SourceCfg.  A source H14 does not stream (SourceType 0) has no DMAFmt: H13's 0x160 of
+    every matrix-vector task 1 is 0x120 (matmul_m1_k256_n512_ty1; 0x160 never occurs among the
+    265 tasks of upstream's H14 census, 0x120 does); SourceType 2 keeps it (0x142, 0x172)."""
+    cfg = t.word("l2.SourceCfg")
+    if t("l2.SourceCfg.SourceType") == 0:
+        cfg = H13.encode({"l2.SourceCfg.DMAFmt": 0}, {SOURCE_CFG13: cfg})[SOURCE_CFG13]
+    return cfg
+
+
+def strided(out: Writes, address: int, channel: int, row: int, depth: int, group: int, *,
+            depths: int, groups: int) -> None:
     """An L2 channel/row stride pair is written only where it differs from the depth stride that
     follows them (15/16 result and second-source triples, census §4.2; the miss is layer_norm
-    task 0's row stride); the depth stride itself never is."""
+    task 0's row stride); the depth stride only when there is more than one depth and it differs
+    from the group stride (upstream layer_norm_1x64x8x8 task 1: Src2DepthStride 0x10 at depth 8).
+    A grouped task writes every non-zero one of the three (upstream reduce_mean_axes_1 task 1,
+    8 groups: result 0x10 / 0x80 / 0x10; upstream env_bcast_add_2x64x8x8_runtime_2x64x8x8: all
+    three 0, none written)."""
+    if groups > 1:
+        for offset, stride in ((0, channel), (4, row), (8, depth)):
+            if stride:
+                out[address + offset] = stride
+        return
     if channel != depth:
         out[address] = channel
     if row != depth:
         out[address + 4] = row
+    if depths > 1 and depth != group:
+        out[address + 8] = depth
 
 
 def pe(t: Task13, out: Writes) -> None:
@@ -308,11 +506,10 @@ def tile_dma_src(t: Task13, out: Writes, slots: dict[int, int]) -> None:
         out[base + addr_at] = t.word(f"tile_dma_src.{prefix}BaseAddr")
         out[base + addr_at + 4] = 0
         slots[base + addr_at] = slot
-        row = "RowStride" if not prefix else "Src2RowStride"
-        plane = "PlaneStride" if not prefix else "Src2PlaneStride"
-        depth = "DepthStride" if not prefix else "Src2DepthStride"
-        dma_strides(out, base + addr_at + 8, t.rows_in, t("common.Cin.Cin"),
-                    *(t.word(f"tile_dma_src.{name}") for name in (row, plane, depth)))
+        names = [f"{prefix}{name}" for name in ("RowStride", "PlaneStride", "DepthStride",
+                                                 "GroupStride")]
+        dma_strides(out, base + addr_at + 8, t.rows_in, t("common.Cin.Cin"), t.depth_in,
+                    t.groups, *(t.word(f"tile_dma_src.{name}") for name in names))
     if t.src1:
         out[base + 0x50] = t.word("tile_dma_src.Fmt")
     if t.src2:
@@ -320,28 +517,38 @@ def tile_dma_src(t: Task13, out: Writes, slots: dict[int, int]) -> None:
         out[base + 0x54] = t.word("tile_dma_src.Src2Fmt") | 0x01000001
 
 
-def dma_strides(out: Writes, address: int, rows: int, channels: int, row: int, plane: int,
-                depth: int) -> None:
-    """A TileDMA row (plane) stride is written only when there is more than one row (channel) and
-    it differs from the next outer stride (census §4.5/4.6: reduce_sum's output rows, the matmul
-    outputs' planes); depth and group strides never are."""
+def dma_strides(out: Writes, address: int, rows: int, channels: int, depths: int, groups: int,
+                row: int, plane: int, depth: int, group: int) -> None:
+    """A TileDMA row (plane, depth) stride is written only when there is more than one row
+    (channel, depth) and it differs from the next outer stride (census §4.5/4.6: reduce_sum's
+    output rows, the matmul outputs' planes; upstream layer_norm_1x64x8x8 task 0: depth stride
+    0x40 at depth 8); the group stride when there is more than one group (upstream
+    env_bcast_add_2x64x8x8_runtime_2x64x8x8: both sources and the result, 0x8000; upstream
+    reduce_mean_axes_1 task 1: the result, 0x40)."""
     if rows > 1 and row != plane:
         out[address] = row
     if channels > 1 and plane != depth:
         out[address + 4] = plane
+    if depths > 1 and depth != group:
+        out[address + 8] = depth
+    if groups > 1:
+        out[address + 12] = group
 
 
 def tile_dma_dst(t: Task13, out: Writes, slots: dict[int, int]) -> None:
     if not t.dst:
         return
     base = map14.BLOCK_BASES["tile_dma_dst"]
-    out[base + 0x00] = 0x01000E31 | t.tid << 16  # census §4.6: 0x01010E31 in task 1
+    # Census §4.6: 0x01000E31, the task index in bits 23:16 (0x01010E31 in task 1); bit 24 is
+    # H13's L2BfrMode (bit 26): clear in upstream reduce_mean_axes_1 task 1 (H13 0xC1 -> 0x10E31).
+    buffered = t("tile_dma_dst.DMAConfig.L2BfrMode")
+    out[base + 0x00] = 0x00000E31 | buffered << 24 | t.tid << 16
     out[base + 0x08] = t.word("tile_dma_dst.BaseAddr")
     out[base + 0x0C] = 0
     slots[base + 0x08] = t.head("WBase")
-    dma_strides(out, base + 0x10, t.rows_out, t("common.Cout.Cout"),
+    dma_strides(out, base + 0x10, t.rows_out, t("common.Cout.Cout"), t.depth_out, t.groups,
                 *(t.word(f"tile_dma_dst.{name}") for name in ("RowStride", "PlaneStride",
-                                                               "DepthStride")))
+                                                               "DepthStride", "GroupStride")))
     out[base + 0x20] = t.word("tile_dma_dst.Fmt")
 
 
