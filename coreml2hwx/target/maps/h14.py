@@ -89,7 +89,8 @@ TILE_DMA_DST = Block("tile_dma_dst", 0x1500, 10, (
     _moved(_DST, "DepthStride", 0x18, NAMED),
     _moved(_DST, "GroupStride", 0x1C, NAMED),
     _moved(_DST, "Fmt", 0x20, PAIRED),
-    raw("Unk24", 0x24, SEEN, "0xDEAD in the 6 tasks that write it"),
+    raw("Unk24", 0x24, SEEN, "0xDEAD filler: written (once or twice, its own record) only so that "
+        "a task never ends on a 64-byte boundary of the stream (records.fillers)"),
 ))
 
 _KDMA = h13.KERNEL_DMA_SRC
