@@ -1,4 +1,4 @@
-"""A CPU simulator of H13 (M1) ANE programs, built from Apple's own programs.
+"""A CPU simulator of H13 (M1) and H14 (M2) ANE programs, built from Apple's own programs.
 
     from coreml2hwx.sim import Simulator, run_program
     outputs = run_program(program, {"x": x}, trace=None)   # {output name: float16 array}
@@ -16,6 +16,9 @@ The tasks run in order from the register state (registers persist across tasks);
 the on-chip buffer model and `evidence` for the register values the simulator accepts.  A field or
 value without evidence, a read of memory nobody wrote, or bad inputs raise `SimulationError`
 naming the task, the register and the value.
+
+An H14 program runs as the H13 program its tasks translate to (`h14`: Apple's H14 programs are the
+H13 ones for the same MIL, re-encoded); the same evidence checks then apply.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 
 from coreml2hwx.errors import SimulationError
 from coreml2hwx.program import Program, Tensor
+from coreml2hwx.sim import h14
 from coreml2hwx.sim.fields import TaskFields
 from coreml2hwx.sim.l2 import L2
 from coreml2hwx.sim.machine import run_task
@@ -34,7 +38,7 @@ from coreml2hwx.sim.memory import Memory, extent
 
 __all__ = ["Simulator", "run_program", "SimulationError", "SUPPORTED_TARGETS"]
 
-SUPPORTED_TARGETS = ("h13",)
+SUPPORTED_TARGETS = ("h13", "h14")
 
 Trace = Callable[[int, np.ndarray], None]
 
@@ -48,8 +52,9 @@ class Simulator:
             raise SimulationError(f"the simulator runs {', '.join(SUPPORTED_TARGETS)} programs; "
                                   f"this one targets {program.target}")
         self.program = program
-        self.tasks = [TaskFields(index, task, state, program.target)
-                      for index, (task, state) in enumerate(program.states())]
+        runs = h14.to_h13(program) if program.target == "h14" else program
+        self.tasks = [TaskFields(index, task, state, runs.target)
+                      for index, (task, state) in enumerate(runs.states())]
 
     def __call__(self, inputs: Mapping[str, np.ndarray],
                  trace: Trace | None = None) -> dict[str, np.ndarray]:

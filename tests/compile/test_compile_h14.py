@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from coreml2hwx.cli import main
 from coreml2hwx.hwx import load_program
 from tests.conftest import load_json
+from tests.sim.tolerance import assert_close
 from tests.target.h13_oracles import parity
 
 CASES = ["conv_k3_c64_n64_s8_bias0", "unary_sigmoid_c64", "env_bcast_mul_1x768x16x16_scalar"]
@@ -48,14 +50,21 @@ def test_h14_compile_is_deterministic(shared, tmp_path):
     assert (outs[0] / "model.hwx").read_bytes() == (outs[1] / "model.hwx").read_bytes()
 
 
-def test_running_an_h14_program_is_refused_naming_the_file(shared, tmp_path, capsys):
+def test_run_executes_the_h14_output_folder(shared, tmp_path):
+    """unary_sigmoid_c64 compiles to Apple's own H14 program (test above), so running our file runs
+    Apple's program; the simulator's H14 path is validated on Apple's programs (tests/sim)."""
     _, model = _model(shared, tmp_path, "unary_sigmoid_c64")
     out = tmp_path / "out"
     assert main([str(model), "-o", str(out), "--target", "h14"]) == 0
-    assert main(["run", str(out), "--output-dir", str(tmp_path / "y")]) != 0
-    err = capsys.readouterr().err
-    assert "model.hwx" in err and "h14" in err and "h13" in err
-    assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
+    x = np.linspace(-6, 6, 64, dtype=np.float32).reshape(1, 64, 1, 1)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}",
+                 "--output-dir", str(tmp_path / "y")]) == 0
+    (result,) = list((tmp_path / "y").glob("*.npy"))
+    want = 1 / (1 + np.exp(-x.astype(np.float64)))
+    # Apple's sigmoid table: step 1/2 on [-8, 8], |f''| <= 0.097 -> 3.0e-3 interpolation error,
+    # plus output rounding (SIGMOID_TOL in tests/sim/test_sim_oracles.py)
+    assert_close(np.load(result), want, atol=4e-3, ulps=0.5, what="h14 sigmoid")
 
 
 def test_report_counts_the_programs_compile_writes(tmp_path, capsys):

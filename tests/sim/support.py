@@ -102,6 +102,26 @@ def _bound_slots(tasks):
     return sorted(reads - writes - {1}), sorted(writes - reads), sorted(reads & writes)
 
 
+def _tag_slots(tasks):
+    """H14: input, output and scratch BAR slots from the record tags (bits 30:21 = 0x100 + 4 x
+    slot on the record writing a buffer address, h14 census §3): source 1 (0x1110, when its
+    DMAConfig 0x1100 is enabled), source 2 (0x1128), a kernel that is not the constant section
+    (0x1908), the result (0x1508, when its DMAConfig 0x1500 is enabled)."""
+    reads, writes = set(), set()
+    for task in tasks:
+        w = task.writes()
+        tags = {r.address: (r.tag - 0x100) >> 2 for r in task.records if r.tag}
+        if 0x1110 in tags and w.get(0x1100, 0) & 1:
+            reads.add(tags[0x1110])
+        if 0x1128 in tags:
+            reads.add(tags[0x1128])
+        if 0x1908 in tags:
+            reads.add(tags[0x1908])
+        if 0x1508 in tags and w.get(0x1500, 0) & 1:
+            writes.add(tags[0x1508])
+    return sorted(reads - writes - {1}), sorted(writes - reads), sorted(reads & writes)
+
+
 def oracle_program(case: dict, constants: bytes) -> Program:
     """The oracle's tasks with tensors bound to slots.
 
@@ -109,10 +129,11 @@ def oracle_program(case: dict, constants: bytes) -> Program:
     likewise.  This holds for every oracle here: element-wise ops read x from 4 and y from 6 and
     write 5; matmuls write 4, read 5 (and a runtime w as the kernel from 6) - census §5 Header[8].
     The descriptors list inputs by name (`w` before `x`), so they take the sorted MIL names.
+    H14 oracles name their slots in the record tags instead of the header (`_tag_slots`).
     """
     gen = generation(case["target"])
     tasks = [task_from_json(td, gen) for td in case["task_descriptors"]]
-    ins, outs, scratch = _bound_slots(tasks)
+    ins, outs, scratch = (_tag_slots if case["target"] == "h14" else _bound_slots)(tasks)
     mil = dict(mil_inputs(case["mil"]))
     descs = [t for t in case["tensor_descriptors"] if t["binding"] == 1]
     out_descs = [t for t in case["tensor_descriptors"] if t["binding"] == 2]
@@ -127,7 +148,7 @@ def oracle_program(case: dict, constants: bytes) -> Program:
                 for i, (t, s) in enumerate(zip(out_descs, outs))]
     tensors += [Tensor(f"scratch{s}", "intermediate", (0, 0, 0, 0), (0, 0, 0, 0), slot=s)
                 for s in scratch]  # grows as tasks write it
-    return Program("h13", tasks, constants, tensors, case["case"])
+    return Program(case["target"], tasks, constants, tensors, case["case"])
 
 
 # -- weights as Apple compiled them (oracles/README.md "Regenerating the weights") -------------
@@ -298,6 +319,11 @@ TABLES = {
     "silu": lambda: verbatim_h14_table("env_act_silu_1x256x32x32"),
     "gelu_sigmoid": lambda: verbatim_h14_table("env_act_gelu_1x768x1x1_sigmoid_approximation"),
 }
+
+
+def bare_tables(case: dict, *names: str) -> bytes:
+    """H14: each table once, 128 bytes, back to back (h14 census §1: 128 bytes, pow 256)."""
+    return b"".join(TABLES[name]() for name in names)
 
 
 def table_section(case: dict, *names: str) -> bytes:
