@@ -55,12 +55,8 @@ FILLER = 0xDEAD  # TileDMADst 0x1524: a filler that keeps a task off a 64-byte l
 # H14 omits the register, census §4 per register ("H13 values in paired first/single tasks where
 # H14 omits it"); registers H14 never writes hold the one value every H13 task holds (h13-census).
 DEFAULTS = {
-    "common.InDepth": 1, "common.OutDepth": 1,  # never written on H14; 1 in every H13 oracle task
-    "common.Cout": 0x10,  # §4.1 0x0010: 0x10 (1)
+    **map14.RESET,  # the registers H14 writes with H13's words: one table with the encoder
     "common.ConvCfg3d": 0x2041,  # never written on H14; 0x2041 in every H13 task
-    "common.GroupConvCfg": 0x10001,  # §4.1 0x0028: 0x10001 (11)
-    "common.Unk2C": 0, "common.Unk30": 0, "common.DPE": 0,  # §4.1 0x0030/0x0034/0x0040: 0
-    "common.Cfg": 0x1,  # §4.1 0x0038: 0x1 (1)
     **{f"l2.{name}": 0 for name in (  # §4.2: 0 where omitted (the strides: see STRIDES)
         "L2Cfg", "SourceBase", "SourceChannelStride", "SourceRowStride", "Src1DepthStride",
         "Src1GroupStride", "Src2Base", "Src2ChannelStride", "Src2RowStride", "Src2DepthStride",
@@ -69,9 +65,6 @@ DEFAULTS = {
     # ResultCfg: written by 37 of 38 tasks; the one leaving it out (layer_norm#1, the result
     # stays in L2) has 0x140 on its H13 twin.
     "l2.ResultCfg": 0x140,
-    "pe.Cfg": 0,  # §4.3 0x0900: 0x0 (20)
-    "ne.MACCfg": 0x100000,  # §4.4 0x0D04: 0x100000 (6)
-    "ne.MatrixVectorBias": 0, "ne.AccBias": 0, "ne.PostScale": 0,  # §4.4: 0
     # TileDMASrc: the idle configs (§4.5 0x1104: 0x8880 (20); En is the only field that acts).
     "tile_dma_src.DMAConfig": 0x8880, "tile_dma_src.Src2DMAConfig": 0x8880,
     "tile_dma_src.BaseAddr": 0, "tile_dma_src.Src2BaseAddr": 0,

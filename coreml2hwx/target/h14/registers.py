@@ -35,6 +35,7 @@ from coreml2hwx.program import Program
 from coreml2hwx.target.h13 import l2 as l2_13
 from coreml2hwx.target.maps import h13 as map13
 from coreml2hwx.target.maps import h14 as map14
+from coreml2hwx.target.maps.h14 import RESET
 
 H13 = map13.REGISTERS
 LUT_BYTES = 128  # one bare table per LUT task (census §1: H14 LUT sections are 128 bytes each)
@@ -182,25 +183,25 @@ def common(t: Task13, out: Writes) -> None:
     c = map14.BLOCK_BASES["common"]
     _put(out, c + 0x00, t.word("common.InDim"))
     # InDepth / OutDepth: written when not 1 (8 in upstream layer_norm_1x64x8x8 tasks 0 and 1).
-    _put(out, c + 0x04, t.word("common.InDepth"), default=1)
+    _put(out, c + 0x04, t.word("common.InDepth"), default=RESET["common.InDepth"])
     # Cin and Cout are left out at 16: Cout in env_mm_r2rr (and written at 64 in a runtime-weight
     # matmul too, env_mm_r3rr task 2, census §4.1), both in upstream binary_add_1x16x1x1 and
     # both tasks of binary_real_div_1x16x1x1 (a later build of Apple's compiler).
-    _put(out, c + 0x0C, t.word("common.Cin"), default=0x10)
-    _put(out, c + 0x10, t.word("common.Cout"), default=0x10)
+    _put(out, c + 0x0C, t.word("common.Cin"), default=RESET["common.Cin"])
+    _put(out, c + 0x10, t.word("common.Cout"), default=RESET["common.Cout"])
     _put(out, c + 0x14, t.word("common.OutDim"))
-    _put(out, c + 0x18, t.word("common.OutDepth"), default=1)
+    _put(out, c + 0x18, t.word("common.OutDepth"), default=RESET["common.OutDepth"])
     # ChCfg and ConvCfg3d are never written (census §4.1).
     if t.ne:  # PE tasks leave the output-channel group out (census §4.1, 23/23 NE tasks)
         _put(out, c + 0x1C, ocg_size(t), default=OCG_DEFAULT)
     _put(out, c + 0x20, conv_cfg(t), default=conv_cfg_default())
-    _put(out, c + 0x28, group_cfg(t), default=0x10001)
+    _put(out, c + 0x28, group_cfg(t), default=RESET["common.GroupConvCfg"])
     _put(out, c + 0x2C, t.word("common.TileCfg"))
-    _put(out, c + 0x30, t.word("common.Unk2C"), default=0)
-    _put(out, c + 0x34, t.word("common.Unk30"), default=0)
-    _put(out, c + 0x38, cfg_word(t), default=0x1)
+    _put(out, c + 0x30, t.word("common.Unk2C"), default=RESET["common.Unk2C"])
+    _put(out, c + 0x34, t.word("common.Unk30"), default=RESET["common.Unk30"])
+    _put(out, c + 0x38, cfg_word(t), default=RESET["common.Cfg"])
     _put(out, c + 0x3C, t.word("common.TaskInfo"))
-    _put(out, c + 0x40, t.word("common.DPE"), default=0)
+    _put(out, c + 0x40, t.word("common.DPE"), default=RESET["common.DPE"])
 
 
 CFG13 = H13.field("common.Cfg.ActiveNE")[0]
@@ -458,7 +459,7 @@ def strided(out: Writes, address: int, channel: int, row: int, depth: int, group
 
 def pe(t: Task13, out: Writes) -> None:
     base = map14.BLOCK_BASES["pe"]
-    _put(out, base + 0x00, t.word("pe.Cfg"), default=0)
+    _put(out, base + 0x00, t.word("pe.Cfg"), default=RESET["pe.Cfg"])
     # Scale 1.0 / bias 0 and the all-zero words of NE tasks are both defaults.
     for offset, name, one in ((0x04, "BiasScale", 0x3C000000), (0x08, "PreScale", 0x3C000000),
                               (0x0C, "FinalScale", 0x3F800000)):
@@ -474,10 +475,9 @@ def ne(t: Task13, out: Writes) -> None:
         kernel_cfg |= 1 << 16  # census §4.4: LUT tasks 0x10082 where H13 has 0x82
     if t.ne and kernel_cfg not in (0x80, 0x82):
         out[base + 0x00] = kernel_cfg
-    _put(out, base + 0x04, t.word("ne.MACCfg"), default=0x100000)
-    _put(out, base + 0x08, t.word("ne.MatrixVectorBias"), default=0)
-    _put(out, base + 0x0C, t.word("ne.AccBias"), default=0)
-    _put(out, base + 0x10, t.word("ne.PostScale"), default=0)
+    for offset, name in ((0x04, "MACCfg"), (0x08, "MatrixVectorBias"), (0x0C, "AccBias"),
+                         (0x10, "PostScale")):
+        _put(out, base + offset, t.word(f"ne.{name}"), default=RESET[f"ne.{name}"])
 
 
 def dma_config(h13_config: int, tid: int) -> int:

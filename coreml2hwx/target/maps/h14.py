@@ -143,3 +143,20 @@ def _header(hdr13: HeaderMap) -> HeaderMap:
 
 HEADER_WORDS = 8
 HEADER = _header(h13.HEADER)
+
+
+# The value a register holds in an H14 task that leaves it out (H14 writes only registers off
+# these; they do not carry over from the previous task), for the registers H14 writes with the
+# same words as H13 (paths name the H13 / H14 register alike).  Evidence: census §4, per register
+# "H13 values in paired first/single tasks where H14 omits it"; Cin / Cout 16 left out in
+# env_mm_r2rr and upstream binary_add_1x16x1x1 / binary_real_div_1x16x1x1; InDepth / OutDepth 1
+# in every H13 task and written at 8 (upstream layer_norm_1x64x8x8).  The encoder
+# (target/h14/registers.py) leaves a register out when it equals its value here, the simulator
+# (sim/h14.py) puts the value back: one table for both directions.
+RESET = {
+    "common.InDepth": 1, "common.Cin": 0x10, "common.Cout": 0x10, "common.OutDepth": 1,
+    "common.GroupConvCfg": 0x10001, "common.Unk2C": 0, "common.Unk30": 0, "common.Cfg": 0x1,
+    "common.DPE": 0,
+    "pe.Cfg": 0,
+    "ne.MACCfg": 0x100000, "ne.MatrixVectorBias": 0, "ne.AccBias": 0, "ne.PostScale": 0,
+}
