@@ -136,8 +136,22 @@ RULES: list[tuple[str, object, str]] = [
     # repository, Apple's compiler on [1, 8, 1, 64] layer_norm over W) task 1 (the 1/sqrt(var +
     # eps) factor) uses 0x501: the three bits above together - source 1 (the mean vector task 0
     # wrote with 0x400) channel-dense and broadcast along W, the factor written along W.
-    ("common.Unk30.Value", frozenset({0, 0x1, 0x2, 0x10, 0x20, 0x30, 0x80, 0x101, 0x200, 0x210,
-                                      0x400, 0x501}), ALL),
+    # Upstream (same repository and commit 9cb58d571cd7; our programs for these shapes are
+    # byte-identical to Apple's, tests/target/test_h13_coverage3.py / 4.py run them):
+    # * 0x480 (bit 7 + bit 10): norm_softmax_a1_1x{64,128,512,1024,2048,4096}x1x1#1, x - max
+    #   with the one max broadcast along the C channels, written as one vector along W;
+    # * 0x8, bit 3 = source 1 broadcast along C (the source-1 twin of bit 7): task 4 of every
+    #   norm_softmax_a1_* (#3 of _1x1x1x64) multiplies the C exp values of a pixel by the one
+    #   1 / sum task 3 wrote per pixel - only that broadcast makes the program softmax;
+    # * 0x503 (0x501 + bit 1): norm_layer_norm_ax2_3_1x{32x4x4,64x8x8,128x16x16}#1, the C means
+    #   along W broadcast along both W and the H rows of each channel;
+    # * 0x3 / 0x7, bit 2 = source 1 broadcast along depth: norm_layer_norm_ax1_2_3_1x8x1x64#1
+    #   (3: depth 1, so bits 0/1 keep their W/H meaning) and _1x{32x4x4,64x8x8,128x16x16}#1
+    #   (7: depth H > 1), the factor task seeing x as H planes (depth) of C rows of W values,
+    #   its source 1 the one mean task 0 wrote (L2 holds nothing beside it: the mean must reach
+    #   every depth, row and column for the program to be layer_norm).
+    ("common.Unk30.Value", frozenset({0, 0x1, 0x2, 0x3, 0x7, 0x8, 0x10, 0x20, 0x30, 0x80, 0x101,
+                                      0x200, 0x210, 0x400, 0x480, 0x501, 0x503}), ALL),
     ("common.Cfg.SmallSourceMode", NO_EFFECT, "scheduling (allbilly: no effect on output)"),
     ("common.Cfg.Sh*", NO_EFFECT, "scheduling (allbilly: no effect on output)"),
     ("common.Cfg.ActiveNE", frozenset({0, 1, 2, 3, 4}), "= ENE - 1 (census 98/98)"),

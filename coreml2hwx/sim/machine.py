@@ -48,6 +48,8 @@ RESULT_L2_STRIDES = ("l2.ResultGroupStride.Value", "l2.ResultDepthStride.Value",
 
 # Common.Unk30 bits [H] (census; evidence.py lists the values seen)
 SRC1_BCAST_W, SRC1_BCAST_H = 1 << 0, 1 << 1
+# upstream norm_layer_norm_ax1_2_3_1x64x8x8#1 (depth) and norm_softmax_a1_*#4 (C): evidence.py
+SRC1_BCAST_D, SRC1_BCAST_C = 1 << 2, 1 << 3
 SRC2_BCAST_W, SRC2_BCAST_H, SRC2_BCAST_C = 1 << 4, 1 << 5, 1 << 7
 SRC2_CHANNEL_DENSE = 1 << 9
 SRC1_CHANNEL_DENSE = 1 << 8  # upstream norm_softmax_an1_1x8x1x64#4 (evidence.py)
@@ -140,7 +142,8 @@ class Task:
         place = Placement(f.bytes("l2.SourceBase.Addr"), self._strides(SRC1_L2_STRIDES),
                           channel_dense=bool(self.flags & SRC1_CHANNEL_DENSE))
         if f.get("tile_dma_src.DMAConfig.En") and f.header("RBE0"):
-            if self.flags & (SRC1_BCAST_W | SRC1_BCAST_H | SRC1_CHANNEL_DENSE):
+            if self.flags & (SRC1_BCAST_W | SRC1_BCAST_H | SRC1_BCAST_D | SRC1_BCAST_C
+                             | SRC1_CHANNEL_DENSE):
                 raise f.fail("a broadcast first operand fetched from DRAM: never seen")
             self._check_format("tile_dma_src.Fmt", (FP16_DRAM,))
             data = self.memory.read(f.header("RBase0"), f.bytes("tile_dma_src.BaseAddr.Addr"),
@@ -149,10 +152,10 @@ class Task:
             self.l2.put(place, data, f.where)
             return data
         want = list(self.in_shape)
-        if self.flags & SRC1_BCAST_W:
-            want[4] = 1
-        if self.flags & SRC1_BCAST_H:
-            want[3] = 1
+        for bit, axis in ((SRC1_BCAST_W, 4), (SRC1_BCAST_H, 3), (SRC1_BCAST_D, 1),
+                          (SRC1_BCAST_C, 2)):
+            if self.flags & bit:
+                want[axis] = 1
         data = self.l2.get(place, want, f"{f.where}: source 1")
         return np.broadcast_to(data, self.in_shape)
 
@@ -164,8 +167,10 @@ class Task:
         place = Placement(f.bytes("l2.Src2Base.Value"), self._strides(SRC2_L2_STRIDES),
                           channel_dense=bool(self.flags & SRC2_CHANNEL_DENSE))
         if f.header("RBE1"):
-            if rows or self.flags & (SRC2_BCAST_W | SRC2_BCAST_H | SRC2_BCAST_C
-                                     | SRC2_CHANNEL_DENSE):
+            # A broadcast along C of one channel fetches it as it is (upstream
+            # norm_softmax_a1_1x1x1x64#0: x - x, both from DRAM, Common 0x30 = 0x80).
+            flags = self.flags & ~(SRC2_BCAST_C if c == 1 else 0)
+            if rows or flags & (SRC2_BCAST_W | SRC2_BCAST_H | SRC2_BCAST_C | SRC2_CHANNEL_DENSE):
                 raise f.fail("a second operand fetched from DRAM as rows or broadcast: never seen")
             self._check_format("tile_dma_src.Src2Fmt", (FP16_DRAM_SRC2,))
             data = self.memory.read(f.header("RBase1"), f.bytes("tile_dma_src.Src2BaseAddr.Addr"),

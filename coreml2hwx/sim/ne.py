@@ -6,6 +6,7 @@ NE.MACCfg (ane-facts §2.7.4, printer layout [A]) selects what the multiply-accu
 |---|---|---|---|
 | 4 | 1 | bypass: the input value as is | eiln relu/LUT ops, tinygrad relu/sigmoid/concat |
 | 0 | 1 | the input plus AccBias (fp16 bits) | eiln inv/rsqrt (0x68e), oracle rsqrt (0x11 = eps) |
+| 0 | 1 | no UnicastEn: the sum of the Cin channels into Cout 1 | upstream softmax_a1 |
 | 0 | 0 | convolution / matmul, weights from the coefficient DMA | tinygrad conv, oracle conv_* |
 | 3 | 1 | maximum over UnicastCin consecutive input channels | oracle reduce_max_axes_1 |
 | 2 | 1 | product of UnicastCin consecutive channels (ElemMultMode) | oracle binary_pow#2 |
@@ -76,6 +77,8 @@ def _elementwise(f, op, x, acc_bias, out_shape):
     if (op == 2) != bool(mult):
         raise f.fail(f"ne.MACCfg.OpMode = {op} with GroupConvCfg.ElemMultMode = {int(mult)}: "
                      "the channel product is seen only as OpMode 2 with ElemMultMode")
+    if op == 0 and not f.get("common.GroupConvCfg.UnicastEn") and c > 1:
+        return _channel_sum(f, x, acc_bias, out_shape)
     if op in (0, 4):
         if unicast != 1 or tuple(out_shape) != x.shape:
             raise f.fail(f"ne.MACCfg.OpMode = {op}: an element-wise NE task with UnicastCin "
@@ -88,6 +91,23 @@ def _elementwise(f, op, x, acc_bias, out_shape):
         grouped = x.reshape(g, d, c // unicast, unicast, h, w)
         return grouped.max(axis=3) if op == 3 else grouped.prod(axis=3, dtype=F32)
     raise f.fail(f"ne.MACCfg.OpMode = {op} without weights: never seen")
+
+
+def _channel_sum(f, x, acc_bias, out_shape):
+    """MAC without weights and without unicast: the one output channel accumulates every input
+    channel (weights of 1).  Upstream norm_softmax_a1_{1x64x1x1 ... 1x4096x1x1, 1x32x4x4,
+    1x64x8x8, 1x128x16x16, 1x8x1x64, 1x8x1x128, 1x32x1x32, 1x64x1x128}#3 (joshuaswarren/
+    mil-hwx-compiler research/oracles/h13 at 9cb58d571cd7): C channels into Cout 1 through the
+    reciprocal table, whose result task 4 multiplies into the C exp values - softmax only when
+    this is the sum over C.  The one element-wise MAC in ../shared (unary_rsqrt_c64#0, Cin = Cout)
+    sets UnicastEn.  More than one output channel is never seen: what each would sum is open."""
+    g, d, c, h, w = x.shape
+    if (f.get("common.GroupConvCfg.UnicastCin") != 1 or acc_bias
+            or tuple(out_shape) != (g, d, 1, h, w)):
+        raise f.fail(f"ne.MACCfg.OpMode = 0 without weights or unicast: only the sum of {c} "
+                     f"channels into one (UnicastCin 1, no AccBias) is seen, not input "
+                     f"{list(x.shape)} into {list(out_shape)}")
+    return x.sum(axis=2, keepdims=True, dtype=F32)
 
 
 def _nonlinear(f, memory, acc, fresh: bool):

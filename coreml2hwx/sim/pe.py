@@ -11,6 +11,8 @@ caller [H, checked against every Apple program in ../shared by tests/sim]:
              the second operand (oracle blob constants, real_div by a scalar, layer_norm#2)
 * 5 reduce:  sum (PoolMode 0) or max (PoolMode 2) over depth, height and width, times FinalScale,
              then NLMode 1 = reciprocal (softmax 1/sum) or 2 = rsqrt
+             OpMode 4 (PE.Cfg 0x2010): rsqrt(FinalScale * sum(a^2) + eps) (layer_norm over
+             centred values, upstream norm_layer_norm_ax1_* / ax3_*; `_mean_square`)
 * 6 variance: rsqrt(FinalScale * sum((b - a)^2) + eps), eps = PreScale bits 15:0 as fp16
              (layer_norm#1: PE.Cfg 0x92010)
 """
@@ -21,6 +23,8 @@ import numpy as np
 
 F32 = np.float32
 OPS = {0: np.add, 1: np.multiply, 2: np.maximum, 3: np.minimum}
+SQUARE = 4  # PE.Cfg OpMode of layer_norm's factor passes (0x92010, 0x2010)
+AXES = (1, 3, 4)  # reductions run over depth, height and width; groups and channels stay
 
 
 class PeParams:
@@ -114,25 +118,46 @@ def _rows(p: PeParams, a, rows):
 
 
 def _reduce(p: PeParams, a, b):
+    if p.op == SQUARE:
+        return _mean_square(p, a)
     p.require(p.op == 0 and p.second == 0 and p.cond == 0 and p.first == 0 and not p.relu,
               "reductions seen use only PoolMode, NLMode and FinalScale")
     p.require(p.identity_scales, "scale, bias or prescale on a reduction never seen")
-    axes = (1, 3, 4)  # depth, height, width; groups and channels stay
+    p.require(p.eps_bits == 0, "an epsilon on a plain reduction never seen")
     if p.pool == 0:
-        v = np.sum(a, axis=axes, keepdims=True, dtype=F32)
+        v = np.sum(a, axis=AXES, keepdims=True, dtype=F32)
     elif p.pool == 2:
-        v = np.max(a, axis=axes, keepdims=True)
+        v = np.max(a, axis=AXES, keepdims=True)
     else:
         raise p.unsupported(f"PoolMode {p.pool}")
     return _nonlinear(p, v * p.final)
 
 
+def _mean_square(p: PeParams, a):
+    """PE.Cfg 0x2010 (OpMode 4, NLMode 2) with eps in PreScale bits 15:0: rsqrt(FinalScale *
+    sum(a^2) + eps), the single-source twin of the variance pass (OpMode 4 there squares b - a).
+    Upstream (joshuaswarren/mil-hwx-compiler research/oracles/h13 at 9cb58d571cd7)
+    norm_layer_norm_ax1_1x{32x4x4,64x8x8,128x16x16}#4 and norm_layer_norm_ax3_1x{64x8x8,
+    128x16x16}#3: the reduction runs over values already centred on their mean, and its result
+    scales them into the output - layer_norm only with this factor.  Inputs of variance ~ eps
+    (tests/target/test_h13_coverage4.py) give layer_norm only with eps added after FinalScale
+    (not omitted, not added to the sum); whether the engine adds the fp16 0xA8 (1.0014e-5) or a
+    wider 1e-5 no test can tell apart."""
+    p.require(p.cfg == 0x2010, "only layer_norm's 0x2010 reduction of squares is known")
+    p.require(p.identity_scales, "scales beside the reduction of squares")
+    v = np.sum(a * a, axis=AXES, keepdims=True, dtype=F32) * p.final + _fp16(p.eps_bits)
+    return _nonlinear(p, v)
+
+
+def _fp16(bits: int) -> np.float32:
+    return F32(np.array([bits], np.uint16).view(np.float16)[0])
+
+
 def _variance(p: PeParams, mean, x):
     p.require(p.cfg == 0x92010, "only layer_norm's 0x92010 variance pass is known")
     p.require(p.scale == 1 and p.bias == 0 and p.prescale == 1, "scales beside the variance")
-    eps = F32(np.array([p.eps_bits], np.uint16).view(np.float16)[0])
     d = x - mean
-    v = np.sum(d * d, axis=(1, 3, 4), keepdims=True, dtype=F32) * p.final + eps
+    v = np.sum(d * d, axis=AXES, keepdims=True, dtype=F32) * p.final + _fp16(p.eps_bits)
     return _nonlinear(p, v)
 
 

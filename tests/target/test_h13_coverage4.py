@@ -8,10 +8,10 @@ joshuaswarren/mil-hwx-compiler
 research/oracles/h13 at 9cb58d571cd7), which are not part of ../shared.  Committed ground truth
 here is therefore:
 * numpy, for what the programs compute, run in the simulator (validated on Apple's programs,
-  tests/sim).  The simulator runs the one-row forms to the end; on the spatial forms it stops
-  where it holds no evidence (Common 0x30 = 3 / 7 / 0x503: the statistics broadcast along the
-  rows / depth; PE.Cfg 0x2010: a reduction of squares) - the tasks before that point are
-  checked through the trace, and the output as well should the simulator learn the rest;
+  tests/sim).  Our programs at the oracle shapes are Apple's bytes, so these runs also test what
+  the simulator reads into the words only these cases hold (coreml2hwx/sim: Common 0x30 = 3 /
+  7 / 0x503, the statistics broadcast along the rows / depth of the task's view; PE.Cfg 0x2010,
+  a reduction of squares with eps): layer_norm comes out only with those readings;
 * a few words of the upstream oracles, quoted below with their source;
 * Apple's refusal of the affine form (upstream `norm_layer_norm_ax1_2_3_1x64x8x8_affine`:
   error `callback_status=1`, no program).
@@ -58,7 +58,8 @@ def run_traced(program, x):
 # -- what the programs compute ---------------------------------------------------------------------
 # One-row forms: [1, 1, 1, W] over [1, 2, 3] and [1, C, 1, W] over [2, 3]; the simulator holds
 # evidence for every word (at oracle shapes `..._ax1_2_3_1x1x1x{64,512}` and between them).
-ROW_CASES = [((1, 1, 1, 64), (1, 2, 3)), ((1, 1, 1, 512), (1, 2, 3)), ((1, 1, 1, 10), (1, 2, 3)),
+ROW_CASES = [((1, 1, 1, 64), (1, 2, 3)), ((1, 1, 1, 128), (1, 2, 3)), ((1, 1, 1, 512), (1, 2, 3)),
+             ((1, 1, 1, 10), (1, 2, 3)),
              ((1, 1, 1, 64), (-3, -2, -1)), ((1, 8, 1, 64), (2, 3)), ((1, 3, 1, 10), (2, 3)),
              ((1, 8, 1, 64), (-2, -1))]
 
@@ -71,22 +72,26 @@ def test_one_row_forms_compute_numpys_layer_norm(shape, axes):
     np.testing.assert_allclose(got, numpy_layer_norm(x, axes), atol=4e-3, rtol=2e-3)
 
 
+# the oracle shapes (Apple's bytes) and shapes between them (6x3x5, 5x3x7)
 SPATIAL_STATS = [((1, 64, 8, 8), (1, 2, 3)), ((1, 32, 4, 4), (1, 2, 3)),
-                 ((1, 8, 1, 64), (1, 2, 3)), ((1, 6, 3, 5), (1, 2, 3)),
-                 ((1, 64, 8, 8), (2, 3)), ((1, 128, 16, 16), (2, 3)), ((1, 5, 3, 7), (2, 3))]
+                 ((1, 128, 16, 16), (1, 2, 3)), ((1, 8, 1, 64), (1, 2, 3)),
+                 ((1, 6, 3, 5), (1, 2, 3)), ((1, 32, 4, 4), (2, 3)), ((1, 64, 8, 8), (2, 3)),
+                 ((1, 128, 16, 16), (2, 3)), ((1, 5, 3, 7), (2, 3))]
 
 
 @pytest.mark.parametrize("shape,axes", SPATIAL_STATS, ids=lambda v: "x".join(map(str, v)))
 def test_spatial_forms_compute_the_mean_then_layer_norm(shape, axes):
     """Ground truth: numpy.  Task 0 is the mean over the axes (one value, or one per channel
-    along W); the simulator stops at task 1 (the factor reads the mean broadcast along the rows /
-    depth of its view, Common 0x30 = 3, 7 or 0x503, not in its evidence yet)."""
+    along W), task 1 the factor 1 / sqrt(var + eps) (it reads the mean broadcast along the rows /
+    depth of its view, Common 0x30 = 3, 7 or 0x503), task 2 the output."""
     got, traces, stopped = run_traced(compile_ln(shape, axes), x := sample(shape))
-    assert stopped in (None, 1)
-    mean = x.astype(np.float64).mean(axis=axes)
+    assert stopped is None
+    xf = x.astype(np.float64)
+    mean = xf.mean(axis=axes)
     np.testing.assert_allclose(traces[0].ravel()[:mean.size], mean.ravel(), atol=2e-3, rtol=2e-3)
-    if got is not None:
-        np.testing.assert_allclose(got, numpy_layer_norm(x, axes), atol=4e-3, rtol=2e-3)
+    factor = 1 / np.sqrt(xf.var(axis=axes) + 1e-5)
+    np.testing.assert_allclose(traces[1].ravel()[:factor.size], factor.ravel(), rtol=4e-3)
+    np.testing.assert_allclose(got, numpy_layer_norm(x, axes), atol=4e-3, rtol=2e-3)
 
 
 CHANNEL_SHAPES = [(1, 32, 4, 4), (1, 64, 8, 8), (1, 128, 16, 16), (1, 16, 2, 8), (1, 96, 4, 16),
@@ -96,33 +101,50 @@ CHANNEL_SHAPES = [(1, 32, 4, 4), (1, 64, 8, 8), (1, 128, 16, 16), (1, 16, 2, 8),
 @pytest.mark.parametrize("shape", CHANNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_channel_form_centres_x_on_each_pixels_mean(shape):
     """Ground truth: numpy.  Over C at every pixel: task 1 is the mean of each pixel's C values,
-    task 2 x minus that mean, task 3 the same values pixel-major; the simulator stops at task 4
-    (a PE reduction of squares, PE.Cfg 0x2010, not modelled yet)."""
+    task 2 x minus that mean, task 3 the same values pixel-major, task 4 each pixel's factor
+    1 / sqrt(mean of squares + eps) (PE.Cfg 0x2010), task 5 the output."""
     got, traces, stopped = run_traced(compile_ln(shape, (1,)), x := sample(shape))
-    assert stopped in (None, 4)
+    assert stopped is None
     xf = x.astype(np.float64)
     mean = xf.mean(axis=1, keepdims=True)
     np.testing.assert_allclose(traces[1].reshape(mean.shape), mean, atol=2e-3, rtol=2e-3)
     np.testing.assert_allclose(traces[2].reshape(shape), xf - mean, atol=4e-3, rtol=2e-3)
     np.testing.assert_allclose(traces[3].reshape(shape), xf - mean, atol=4e-3, rtol=2e-3)
-    if got is not None:
-        np.testing.assert_allclose(got, numpy_layer_norm(x, (1,)), atol=4e-3, rtol=2e-3)
+    factor = 1 / np.sqrt(xf.var(axis=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(traces[4].reshape(factor.shape), factor, rtol=4e-3)
+    np.testing.assert_allclose(got, numpy_layer_norm(x, (1,)), atol=4e-3, rtol=2e-3)
 
 
 @pytest.mark.parametrize("shape", [(1, 128, 16, 16), (1, 8, 4, 16), (1, 5, 3, 12)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_two_line_rows_form_centres_each_row(shape):
     """Ground truth: numpy.  Over W with rows of 9 to 16 values: task 1 is the mean of each row,
-    task 2 x minus it; the simulator stops at task 3 (PE.Cfg 0x2010, as for `norm_rows`)."""
+    task 2 x minus it, task 4 the output (task 3, the factor, is PE.Cfg 0x2010 as in
+    `norm_rows`)."""
     got, traces, stopped = run_traced(compile_ln(shape, (3,)), x := sample(shape))
-    assert stopped in (None, 3)
+    assert stopped is None
     xf = x.astype(np.float64)
     mean = xf.mean(axis=3, keepdims=True)
     np.testing.assert_allclose(np.moveaxis(traces[1].reshape(shape[2], shape[1]), 0, 1),
                                mean[0, :, :, 0], atol=2e-3, rtol=2e-3)
     np.testing.assert_allclose(traces[2].reshape(shape), xf - mean, atol=4e-3, rtol=2e-3)
-    if got is not None:
-        np.testing.assert_allclose(got, numpy_layer_norm(x, (3,)), atol=4e-3, rtol=2e-3)
+    np.testing.assert_allclose(got, numpy_layer_norm(x, (3,)), atol=4e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("shape,axes", [((1, 64, 8, 8), (1, 2, 3)), ((1, 8, 1, 64), (1, 2, 3)),
+                                        ((1, 64, 8, 8), (2, 3)), ((1, 64, 8, 8), (1,)),
+                                        ((1, 32, 4, 4), (1,)), ((1, 128, 16, 16), (3,))],
+                         ids=lambda v: "x".join(map(str, v)))
+def test_small_variance_shows_eps_added_to_the_mean_square(shape, axes):
+    """Ground truth: numpy.  Values of spread 0.005 (variance ~2.5e-5, comparable to eps = 1e-5):
+    the output is layer_norm only when eps is added to the mean of the squares (not omitted, not
+    added before the 1 / N scale) - both factor passes, PE.Cfg 0x92010 and 0x2010."""
+    x = (0.005 * np.random.default_rng(11).standard_normal(shape)).astype(np.float16)
+    want = numpy_layer_norm(x, axes)
+    assert np.abs(numpy_layer_norm(x, axes, eps=0) - want).max() > 0.1  # eps matters here
+    got, _, stopped = run_traced(compile_ln(shape, axes), x)
+    assert stopped is None
+    np.testing.assert_allclose(got, want, atol=4e-3, rtol=2e-3)
 
 
 # -- Apple's words ---------------------------------------------------------------------------------
