@@ -95,6 +95,8 @@ DEFAULTS = {
 PE_DEFAULTS = {"pe.BiasScale": 0x3C000000, "pe.PreScale": 0x3C000000,
                "pe.FinalScale": 0x3F800000, "ne.KernelCfg": 0x80}
 NE_DEFAULTS = {"pe.BiasScale": 0, "pe.PreScale": 0, "pe.FinalScale": 0, "ne.KernelCfg": 0x82}
+PE_REDUCTIONS = (5, 6)  # PE Cfg.Bits6_4 of the reductions (`sim.pe`)
+NE_OCG_SIZE = 3  # Common 0x1C left out of an NE task (`TaskTranslation.common`)
 
 
 def address13(path: str) -> int:
@@ -209,10 +211,16 @@ class TaskTranslation:
     def common(self) -> None:
         # ConvCfg: OCGSize alone at 0x1C, the kernel/stride/pad fields at 0x20 with 6-bit Kw/Kh
         # (census §4.1, 3/3 pairs after re-packing); left out: a 1x1 stride-1 kernel, Ox = Oy = 1
-        # (H13 0x5000A021, the 19 omitting tasks) and OCGSize 0 (7).
+        # (H13 0x5000A021, the 19 omitting tasks).  OCGSize left out is 0 in PE tasks (PE tasks
+        # never write it; every H13 twin has 0) and 3 in NE tasks: upstream
+        # conv_known_k1_c64_n128_s16_st1_g1_bias0_same, conv_probe_k1_c512_n512_s16_st2_g4_bias0_
+        # same and env_conv_k3_c128_n128_s16_st2_g1_bias1 leave 0x1C out where H13 has OCGSize 3
+        # (8-lane weight planes), and the NE tasks that write it write 0, 2 and 4 (census §4.1).
         ocg = self.word14("common.OCGCfg")
-        self.only_bits("common.OCGCfg", ocg or 0, 0x7, "OCGSize alone")
-        conv = {"OCGSize": ocg or 0}
+        if ocg is None:
+            ocg = NE_OCG_SIZE if self.ne else 0
+        self.only_bits("common.OCGCfg", ocg, 0x7, "OCGSize alone")
+        conv = {"OCGSize": ocg}
         one = dict(Kw=1, Kh=1, Sx=1, Sy=1, Px=0, Py=0, Ox=1, Oy=1)
         for name, default in one.items():
             conv[name] = self.field14(f"common.ConvCfg.{name}", default)
@@ -407,7 +415,7 @@ class TaskTranslation:
                                             "GroupStride"), ins, depth, groups)
         if dst:
             self.dram("tile_dma_dst.", ("RowStride", "PlaneStride", "DepthStride", "GroupStride"),
-                      outs, depth, groups)
+                      outs, self.result_depth(), groups)
         # L2 strides left out hold H13's reset value 0, also where the twin has 0x10-0x800
         # (census §4.2) - in those tasks the dimension has one element.  A result leaving by DMA
         # has 0 there on H13 too (binary_add ...): no later task reads it from L2.
@@ -445,9 +453,17 @@ class TaskTranslation:
         if self.ne and f("common.Cfg.Bit28"):
             return width, rows
         along_w = f("common.Unk30.Value") >> 10 & 1
-        if not self.ne and f("common.Cfg.Bits6_4") in (5, 6):
+        if not self.ne and f("common.Cfg.Bits6_4") in PE_REDUCTIONS:
             return (1 if along_w else channels), 1
         return (width if along_w else channels), rows
+
+    def result_depth(self) -> int:
+        """How many depths the result's depth strides step: OutDepth, but one after a PE
+        reduction, which sums or takes the max over depth, height and width (`sim.pe`;
+        reduce_probe_sum_ax1_2_3_1x128x16x16: OutDepth 16, a 64-byte result)."""
+        if not self.ne and self.get13("common.Cfg.Bits6_4") in PE_REDUCTIONS:
+            return 1
+        return self.get13("common.OutDepth.Depth")
 
     def dram(self, prefix: str, names, counts, depth: int, groups: int) -> None:
         row, plane, depth_stride, group = (f"{prefix}{n}" for n in names)

@@ -6,6 +6,10 @@ registers left out at their reset values (`maps.h14.RESET`, which the encoder an
 H14 translation share) - runs in the simulator and gives the H13 program's output bytes.  This
 checks that nothing the encoder leaves out or re-encodes is lost on the way back; the H14
 translation itself is validated on Apple's H14 programs (test_sim_h14.py).
+
+Inputs: standard normal x 2, or the domain the H13 simulator test gives the case
+(test_sim_oracles.CASES: pow's base is positive - MIL's pow of a negative base is NaN, and what
+the NE's tables make of NaN no Apple program shows).
 """
 
 from __future__ import annotations
@@ -18,20 +22,25 @@ from coreml2hwx.frontend import parse_mil_text
 from coreml2hwx.sim import run_program
 from coreml2hwx.target.h13 import lower
 from coreml2hwx.target.h14 import from_h13
+from tests.sim.support import mil_inputs
+from tests.sim.test_sim_oracles import CASES as SIM_CASES
 from tests.target.h13_oracles import CASES, compile_case
 
-# Where our encoder and the simulator's H14 translation still disagree (no Apple H14 program of
-# these shapes in ../shared says which side is right); strict, so a fix must take them off.
-NOT_YET = {
-    "binary_pow_1x64x1x1": "the two-table H14 program reaches a table with NaN",
-    "binary_real_div_c64_constant_scalar": "l2.ConvResultRowStride left out but stepped",
-    "conv_known_k1_c64_n128_s16_st1_g1_bias0_same": "output bytes differ (128 outputs)",
-    "conv_probe_k1_c512_n512_s16_st2_g4_bias0_same": "zero-skipping weights (H14 packs them "
-                                                     "differently; not understood)",
-    "env_conv_k3_c128_n128_s16_st2_g1_bias1": "zero-skipping weights (H14 packs them "
-                                              "differently; not understood)",
-    "reduce_probe_sum_ax1_2_3_1x128x16x16": "tile_dma_dst.DepthStride left out but stepped",
-}
+# Where our encoder and the simulator's H14 translation still disagree; strict, so a fix must
+# take them off.  The six cases once here were settled by Apple's upstream H14 programs of the
+# same MIL (registers.py and sim/h14.py cite them).
+NOT_YET: dict[str, str] = {}
+
+
+def _feed(case, program) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    spec = SIM_CASES.get(case["case"])
+    if spec is not None and spec.inputs is not None:
+        names = [name for name, _ in mil_inputs(case["mil"])]  # the order spec.inputs takes
+        shapes = {t.name: t.shape for t in program.inputs}
+        return dict(zip(names, spec.inputs(rng, [shapes[n] for n in names])))
+    return {t.name: (rng.standard_normal(t.shape) * 2).astype(np.float16)
+            for t in program.inputs}
 
 
 def _cases():
@@ -66,8 +75,7 @@ def test_h14_program_gives_the_h13_programs_bytes(case):
         p14 = from_h13(p13)
     except Coreml2hwxError as err:
         pytest.skip(f"not compiled for both targets: {err}")  # counted, never as a pass
-    rng = np.random.default_rng(3)
-    feed = {t.name: (rng.standard_normal(t.shape) * 2).astype(np.float16) for t in p13.inputs}
+    feed = _feed(case, p13)
     try:
         want = run_program(p13, feed)
     except Coreml2hwxError as err:

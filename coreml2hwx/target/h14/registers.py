@@ -208,8 +208,10 @@ CFG13 = H13.field("common.Cfg.ActiveNE")[0]
 GROUP13 = H13.field("common.GroupConvCfg.UnicastCin")[0]
 ALL_NE = 4  # ActiveNE field value of a task spread over all 16 neural engines
 ENGINES = 16
-# OCGSize 3 is never written: env_conv_k3_c128_n128_s16_st2_g1_bias1 (H13 OCGSize 3) leaves 0x1C
-# out, and upstream's census of 265 H14 tasks sees 0, 2, 4 and 5 only.
+# OCGSize 3 is never written on an NE task: upstream env_conv_k3_c128_n128_s16_st2_g1_bias1,
+# conv_probe_k1_c512_n512_s16_st2_g4_bias0_same and conv_known_k1_c64_n128_s16_st1_g1_bias0_same
+# (H13 OCGSize 3) leave 0x1C out, and upstream's census of 265 H14 tasks sees 0, 2, 4 and 5 only
+# (`sim.h14` reads it back as 3).
 OCG_DEFAULT = 3
 # A task H13 spreads over 8 NEs gives each of H14's 16 at most 8 channels (UnicastCin).
 EIGHT_NE = 3  # ActiveNE field value of a task on 8 neural engines
@@ -233,13 +235,22 @@ def spread(t: Task13) -> int | None:
 
 def narrow_rows(t: Task13) -> bool:
     """An NE task H13 runs on fewer than 16 NEs over a source of several rows, with a row shift
-    (ShMax > 0).  H14 gives it one more ShMax and stages its source rows as a PE task would
-    (`source_row`): reduce_max_axes_1 (one NE) and upstream reduce_mean_axes_1 task 0 (8 NEs),
-    both 1x64x8x8: ShMax 3 -> 4, row stride 0x430 -> 0x420.  Only this shape is seen; 16-NE
-    tasks keep H13's (conv_k3_c64_n64_s8, env_act_silu_1x256x32x32), and so does a task without
-    a row shift (binary_mul_c512_constant_blob task 0: 2 rows, ShMax 0)."""
-    return (t.ne and t("common.Cfg.ActiveNE") < ALL_NE and t.rows_in > 1
-            and t("common.Cfg.ShMax") > 0)
+    (ShMax > 0), whose H13 source row stride follows the NE rule (`h13.l2.ne_row_stride`) and
+    not the PE rule (`h13.l2.pe_row_stride`).  H14 gives it one more ShMax and stages its source
+    rows as a PE task would (`source_row`): reduce_max_axes_1 (one NE) and upstream
+    reduce_mean_axes_1 task 0 (8 NEs), both 1x64x8x8: ShMax 3 -> 4, row stride 0x430 -> 0x420.
+    Where the two rules give the same row nothing changes, ShMax neither: upstream
+    binary_real_div_c64_constant_scalar task 0 (one NE, 2 rows of 0x80, ShMax 1: Cfg 0x10001 on
+    both).  16-NE tasks keep H13's (conv_k3_c64_n64_s8, env_act_silu_1x256x32x32),
+    and so does a task without a row shift (binary_mul_c512_constant_blob task 0: 2 rows,
+    ShMax 0)."""
+    if not (t.ne and t("common.Cfg.ActiveNE") < ALL_NE and t.rows_in > 1
+            and t("common.Cfg.ShMax") > 0):
+        return False
+    channel = t.word("l2.SourceChannelStride") // l2_13.UNIT
+    units = t("common.Cin.Cin") * channel
+    row = t.word("l2.SourceRowStride") // l2_13.UNIT
+    return row == l2_13.ne_row_stride(units, channel) != l2_13.pe_row_stride(units)
 
 
 def ocg_size(t: Task13) -> int:
@@ -368,7 +379,7 @@ def l2(t: Task13, out: Writes) -> None:
     else:                   # second source already in L2
         copy(0x1C, default=0)
         strided(out, base + 0x20, word(0x20), word(0x24), word(0x28), word(0x2C),
-                depths=t.depth_in, groups=t.groups)
+                steps=src2_steps(t), depths=t.depth_in, groups=t.groups)
     if pe_result_in_l2(t):
         _put(out, base + 0x30, result_cfg(t), default=PE_RESULT_CFG_DEFAULT)
         copy(0x34, default=0)   # ResultBase; no ConvResult strides
@@ -376,20 +387,17 @@ def l2(t: Task13, out: Writes) -> None:
     copy(0x30)              # ResultCfg
     _put(out, base + 0x34, result_base(t, row), default=0)
     strided(out, base + 0x38, word(0x38), word(0x3C), word(0x40), word(0x44),
-            depths=t.depth_out, groups=t.groups)
+            steps=result_steps(t), depths=t.depth_out, groups=t.groups)
 
 
 def source_row(t: Task13) -> int:
-    """L2 SourceRowStride: H13's, or for `narrow_rows` tasks whose H13 row follows the NE rule
-    (`h13.l2.ne_row_stride`: odd, 67 units for 64) the PE rule (`h13.l2.pe_row_stride`: 66)."""
+    """L2 SourceRowStride: H13's, or for `narrow_rows` tasks (H13's row follows the NE rule,
+    `h13.l2.ne_row_stride`: odd, 67 units for 64) the PE rule (`h13.l2.pe_row_stride`: 66)."""
     row = t.word("l2.SourceRowStride")
     if not narrow_rows(t):
         return row
     channel = t.word("l2.SourceChannelStride") // l2_13.UNIT
-    units = t("common.Cin.Cin") * channel
-    if row != l2_13.UNIT * l2_13.ne_row_stride(units, channel):
-        return row
-    return l2_13.UNIT * l2_13.pe_row_stride(units)
+    return l2_13.UNIT * l2_13.pe_row_stride(t("common.Cin.Cin") * channel)
 
 
 def result_base(t: Task13, row: int) -> int:
@@ -436,11 +444,14 @@ def source_cfg(t: Task13) -> int:
 
 
 def strided(out: Writes, address: int, channel: int, row: int, depth: int, group: int, *,
-            depths: int, groups: int) -> None:
-    """An L2 channel/row stride pair is written only where it differs from the depth stride that
-    follows them (15/16 result and second-source triples, census §4.2; the miss is layer_norm
-    task 0's row stride); the depth stride only when there is more than one depth and it differs
-    from the group stride (upstream layer_norm_1x64x8x8 task 1: Src2DepthStride 0x10 at depth 8).
+            steps: tuple[int, int], depths: int, groups: int) -> None:
+    """An L2 channel/row stride is written only where it is not 0 and the task steps it (its
+    dimension has more than one element: `steps`); the depth stride only when there is more than
+    one depth and it differs from the group stride (upstream layer_norm_1x64x8x8 task 1:
+    Src2DepthStride 0x10 at depth 8).  Every result and second-source pair of the 27 paired
+    tasks, and upstream binary_real_div_c64_constant_scalar: the 64 channels as 2 rows of one
+    channel, ConvResultRowStride 0x80 (task 0) and Src2RowStride 0x80 (task 1) written though
+    they equal the depth stride, the channel strides (0x80, one channel) left out.
     A grouped task writes every non-zero one of the three (upstream reduce_mean_axes_1 task 1,
     8 groups: result 0x10 / 0x80 / 0x10; upstream env_bcast_add_2x64x8x8_runtime_2x64x8x8: all
     three 0, none written)."""
@@ -449,12 +460,44 @@ def strided(out: Writes, address: int, channel: int, row: int, depth: int, group
             if stride:
                 out[address + offset] = stride
         return
-    if channel != depth:
-        out[address] = channel
-    if row != depth:
-        out[address + 4] = row
+    for offset, stride, count in ((0, channel, steps[0]), (4, row, steps[1])):
+        if stride and count > 1:
+            out[address + offset] = stride
     if depths > 1 and depth != group:
         out[address + 8] = depth
+
+
+# Common.Unk30 flags (as `sim.machine` reads them; h13 census): the second source broadcast
+# along W / H / C or channel-dense, the result's channels written along W.
+SRC2_BCAST_W, SRC2_BCAST_H, SRC2_BCAST_C, SRC2_DENSE, CHANNELS_ALONG_W = (
+    0x10, 0x20, 0x80, 0x200, 0x400)
+PE_PAIRS, PE_REDUCTIONS = 4, (5, 6)  # PE Cfg.Bits6_4: (bias, scale) rows; reductions
+
+
+def src2_steps(t: Task13) -> tuple[int, int]:
+    """How many channels and rows the second source's L2 strides step: one along a broadcast
+    axis; a channel-dense source steps pixels with its channel stride; a PE task taking a
+    (bias, scale) pair per channel reads 2 rows of one pixel."""
+    flags = t("common.Unk30.Value")
+    channels = 1 if flags & SRC2_BCAST_C else t("common.Cin.Cin")
+    width = 1 if flags & SRC2_BCAST_W else t("common.InDim.Win")
+    rows = 1 if flags & SRC2_BCAST_H else t.rows_in
+    if not t.ne and t("common.Cfg.Bits6_4") == PE_PAIRS:
+        width, rows = 1, 2
+    return (width if flags & SRC2_DENSE else channels), rows
+
+
+def result_steps(t: Task13) -> tuple[int, int]:
+    """How many channels and rows the result's L2 strides step: a channel-dense NE result
+    (Cfg.Bit28) steps pixels with its channel stride, a PE reduction leaves one row, and its
+    channels along W (Unk30 bit 10) one column."""
+    channels, width = t("common.Cout.Cout"), t("common.OutDim.Wout")
+    if t.ne and t("common.Cfg.Bit28"):
+        return width, t.rows_out
+    along_w = t("common.Unk30.Value") & CHANNELS_ALONG_W
+    if not t.ne and t("common.Cfg.Bits6_4") in PE_REDUCTIONS:
+        return (1 if along_w else channels), 1
+    return (width if along_w else channels), t.rows_out
 
 
 def pe(t: Task13, out: Writes) -> None:
