@@ -214,7 +214,9 @@ class Lut:
     # -- exponent-splitting modes [H] ----------------------------------------------------------
     def _exp2(self, x):
         n = np.floor(x)
-        y = self._grid(np.clip((x - n) / self.h, 0, 32)) * np.exp2(n)
+        # +-inf has no fractional part (inf - inf is NaN); its value comes from the bounds
+        f = np.where(np.isfinite(x), x - n, 0.0)
+        y = self._grid(np.clip(f / self.h, 0, 32)) * np.exp2(n)
         return self._bounded(x, y)
 
     def _mantissa(self, x):

@@ -174,3 +174,13 @@ def test_fp16_clip_stops_at_nan_like_the_table():
     clip = Lut(target_lut.clip(0.0, 6.0)).fp16_clip()
     with pytest.raises(SimulationError, match="NaN"):
         clip(np.array([1.0, np.nan], np.float16))
+
+
+def test_exponent_splitting_tables_give_their_bounds_at_infinity():
+    """+-inf lies beyond every table's bounds (slots 0/1), so the table gives its bound outputs
+    (slots 2/3) - the exp2 split has no fractional part to look up there (pow's log2 -> exp2
+    chain feeds it +-inf for a zero or negative base)."""
+    table = Lut(target_lut.exp2())
+    x = np.array([np.inf, -np.inf], np.float32)
+    assert table(x).tolist() == [table.out_hi, table.out_lo]
+    assert table.reference(x).tolist() == [table.out_hi, table.out_lo]
