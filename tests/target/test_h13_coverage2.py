@@ -139,8 +139,9 @@ def test_last_axis_layer_norm_refuses_unobserved_sizes(shape):
 # -- layer_norm over W of a [1, C, H, W] tensor with H > 1 (norm_rows.py) --------------------------
 # Ground truth: upstream oracle norm_layer_norm_ax3_1x64x8x8 (same repository and commit, Apple's
 # compiler on `layer_norm((1, 64, 8, 8), (3,))`; not in ../shared): the words that carry each
-# task's layout and arithmetic.  The simulator does not yet run task 3 (a type-5 PE reduction
-# with OpMode 4 and eps in PreScale, never seen in ../shared), so no numeric test here yet.
+# task's layout and arithmetic.  Task 3 is the PE reduction rsqrt(FinalScale * sum(a^2) + eps)
+# (PE.Cfg 0x2010, sim/pe.py, pinned by the upstream spatial layer_norm programs), so the
+# simulator runs the whole program (numeric test below).
 APPLE_LN_ROWS_WORDS = [
     {"0x00034": 0x00230001, "0x04808": 0x4200, "0x04810": 0x430, "0x04834": 0x2100,
      "0x0483c": 0x420},
@@ -161,6 +162,16 @@ def test_spatial_last_axis_layer_norm_holds_apples_layout_words():
     for task, apple in zip(program.tasks, APPLE_LN_ROWS_WORDS):
         words = _words(task)
         assert {a: words.get(a) for a in apple} == apple
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 8, 8), (1, 8, 4, 8), (1, 3, 5, 6)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_spatial_last_axis_layer_norm_computes_numpys(shape):
+    """Ground truth: numpy.  fp16 output: allow a few ulps of values up to ~4."""
+    program = lower(parse_mil_text(layer_norm(shape, (3,)), None))
+    x = (2 * np.random.default_rng(6).standard_normal(shape) + 0.5).astype(np.float16)
+    got = np.asarray(run_program(program, {"x": x})["y"], np.float32)
+    np.testing.assert_allclose(got, numpy_layer_norm(x), atol=4e-3, rtol=2e-3)
 
 
 # W = 16 is observed since (upstream norm_layer_norm_ax3_1x128x16x16, layer_norm_spatial.rows)
