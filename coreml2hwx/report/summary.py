@@ -13,6 +13,10 @@ from coreml2hwx.errors import UnsupportedError
 def _reader(gen, task, state):
     regs, header = gen.maps.REGISTERS, gen.maps.HEADER
     words = task.header + task.extension
+    # H14 tasks leave registers at their reset values out (maps.h14.RESET) and inherit nothing
+    # from the task before (sim/h14.py): read a task as its writes over those values
+    if hasattr(gen.maps, "reset_words"):
+        state = {**gen.maps.reset_words(), **task.writes()}
 
     def reg(path):
         """A field by `block.Register.Field`, or by `block.Register` for its first named field;

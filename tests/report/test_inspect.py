@@ -109,3 +109,20 @@ def test_bad_files_give_one_line(tmp_path, content):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("case", ["env_mm_r2rr_m16_k2048_n2048_tx0_ty0", "unary_relu_c64",
+                                  "layer_norm_1x512x1x1", "conv_k3_c64_n64_s8_bias0"])
+def test_h14_summary_reads_left_out_registers_as_their_h13_twins(shared, case):
+    """An H14 task leaves registers at their reset values out (env_mm_r2rr leaves out Cout = 16);
+    the plain-words summary must give the dimensions Apple's H13 twin of the same MIL states."""
+    from coreml2hwx.report.summary import describe
+
+    lines = {}
+    for target in ("h13", "h14"):
+        gen = generation(target)
+        program = program_from_json(load_json(shared / f"oracles/{target}/{case}.json"), gen)
+        # the engine and the dimensions (H14 never writes ChCfg, so no "fp16 -> fp16" part)
+        lines[target] = [[part for part in describe(gen, task, state)[0].split("; ")
+                          if "fp16" not in part] for task, state in program.states()]
+    assert lines["h14"] == lines["h13"]

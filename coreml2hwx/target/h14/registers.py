@@ -347,8 +347,8 @@ def conv_cfg(t: Task13) -> int:
 
 def conv_cfg_default() -> int:
     """A 1x1 stride-1 unpadded kernel, Ox = Oy = 1: what H14 leaves out."""
-    one = dict(Kw=1, Kh=1, Sx=1, Sy=1, Px=0, Py=0, Ox=1, Oy=1)
-    return map14.REGISTERS.encode({f"common.ConvCfg.{k}": v for k, v in one.items()})[0x20]
+    conv = {f"common.ConvCfg.{k}": v for k, v in map14.CONV_CFG_RESET.items()}
+    return map14.REGISTERS.encode(conv)[0x20]
 
 
 def l2(t: Task13, out: Writes) -> None:

@@ -160,3 +160,19 @@ RESET = {
     "pe.Cfg": 0,
     "ne.MACCfg": 0x100000, "ne.MatrixVectorBias": 0, "ne.AccBias": 0, "ne.PostScale": 0,
 }
+# ConvCfg, re-packed on H14 (6-bit Kw/Kh at 0x20), is left out for a 1x1 stride-1 unpadded kernel
+# (census §4.1: the 19 tasks leaving it out have ConvCfg 0x5000A041 on their H13 twin).
+CONV_CFG_RESET = {"Kw": 1, "Kh": 1, "Sx": 1, "Sy": 1, "Px": 0, "Py": 0, "Ox": 1, "Oy": 1}
+
+
+def reset_words() -> dict[int, int]:
+    """Address -> word of every register an H14 task holds at its reset value when it leaves it
+    out (RESET, and ConvCfg)."""
+    out = {}
+    for path, value in RESET.items():
+        block_name, name = path.split(".")
+        block = REGISTERS.block(block_name)
+        out[block.base + block.register(name).offset] = value
+    conv = {f"common.ConvCfg.{k}": v for k, v in CONV_CFG_RESET.items()}
+    out.update(REGISTERS.encode(conv))
+    return out
