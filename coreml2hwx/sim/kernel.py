@@ -14,7 +14,9 @@ hashes):
   L = min(2^OCGSize, pow2floor(remaining / 16)) lanes while at least 16 outputs remain, then one
   1-lane plane per remaining output (tinygrad conv.hwx: 3 outputs on chunks 0-2).
 * A plane is [the L biases, when MACCfg.BiasMode] then, for each reduction index
-  k = (ci, kh, kw) in that order, the L lanes' weights; fp16; padded to 64 bytes.
+  k = (ci, kh, kw) in that order, the L lanes' weights; fp16.  The planes of a chunk follow each
+  other unpadded (upstream conv_probe_k1_c64_n512_s16_st1_g1_bias1_same); grouped convs pad
+  each plane to 64 bytes; the chunk ends on a 64-byte boundary.
 * Grouped convs (NumGroups G): a chunk holds its plane of group 0, then of group 1, ...
 * Depthwise (GroupConvCfg.UnicastEn with weights): channel o is on chunk o % 16 as
   [bias] + its Kh*Kw taps, the channels of a chunk back to back, the chunk padded to 64 bytes.
@@ -130,10 +132,12 @@ def _halves(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, "<f2").astype(F32)
 
 
-def dense_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bool):
+def dense_plane(chunks: Chunks, chunk: int, lanes: int, reduction: int, bias: bool,
+                pad: bool = True):
     b = chunks.take_halves(chunk, lanes) if bias else None
     w = chunks.take_halves(chunk, lanes * reduction).reshape(reduction, lanes).T
-    chunks.align(chunk)
+    if pad:
+        chunks.align(chunk)
     return w, b
 
 
@@ -180,8 +184,12 @@ def _unpack(f, chunks, groups, cin, cout, kh, kw, depthwise):
         chunks.check_consumed()
         return w, b
     reduction = cin * kh * kw
+    # Planes of one group follow each other unpadded; a grouped conv pads each plane to 64
+    # bytes (upstream conv_probe_k1_c64_n512_s16_st1_g1_bias1_same: 16-lane planes of 2080
+    # bytes - 16 biases, 64 x 16 weights - back to back, the section's sha256 equal to
+    # Apple's; grouped: env_conv_*_g4).
     read_plane = (partial(zero_skipping.read_plane, cin=cin, kernel=(kh, kw)) if sparse
-                  else dense_plane)
+                  else partial(dense_plane, pad=groups > 1))
     schedule = planes(cout, 1 << f.get("common.ConvCfg.OCGSize"))
     w = np.zeros((groups, cout, reduction), F32)
     b = np.zeros((groups, cout), F32) if bias else None

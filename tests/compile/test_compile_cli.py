@@ -154,7 +154,7 @@ def test_outputs_get_the_usual_file_mode(shared, tmp_path):
 def test_recompiling_into_a_folder_leaves_no_stale_programs(shared, tmp_path):
     out = tmp_path / "out"
     assert main([str(EXAMPLE), "debug", "-o", str(out)]) == 0
-    assert len(list(out.glob("segment*.hwx"))) > 1
+    assert list(out.glob("segment*.hwx"))  # a program per ANE segment (the host runs the rest)
     keep = out / "notes.txt"
     keep.write_text("the user's own file")
     assert main([str(mil_file(shared, tmp_path, "binary_add_1x64x8x8")), "-o", str(out)]) == 0

@@ -34,11 +34,6 @@ def test_large_kernel_is_refused_with_op_shape_and_rule():
     assert "conv 5x5" in str(err.value) and "kernel > 3" in str(err.value)
 
 
-def test_depthwise_stride_two_is_refused():
-    with pytest.raises(UnsupportedError, match="conv 3x3 stride 2 groups 64 .*depthwise"):
-        lower(_conv_graph(3, 2, groups=64))
-
-
 def test_unknown_op_names_op_and_shape():
     g = Graph("t")
     g.add_input("x", (1, 8, 4, 4), "float16")

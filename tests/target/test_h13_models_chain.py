@@ -138,8 +138,11 @@ def test_three_outputs_take_three_chunks_like_tinygrad_conv_hwx():
 
 
 @pytest.mark.parametrize("cin,cout,size,kernel,tasks", [
-    (16, 96, 8, 1, 2),    # 64 (4 lanes) + 32 (2 lanes): with a bias the 4-lane plane is 136 bytes
-    (24, 144, 8, 1, 2),   # 128 + 16
+    # 64 (4 lanes) + 32 (2 lanes) in one task, planes of 136 and 68 bytes back to back as Apple
+    # packs groups-1 planes (upstream conv_probe_k1_c64_n512_s16_st1_g1_bias1_same)
+    (16, 96, 8, 1, 1),
+    # 128 (8 lanes, 400-byte planes) + 16
+    (24, 144, 8, 1, 1),
     (8, 24, 8, 3, 2),     # 16 + 8 left over, one per chunk
     (11, 2, 8, 1, 1),     # the U-Net head: 2 outputs on chunks 0 and 1
     (32, 64, 8, 3, 1),    # one round: one task, as Apple's oracles

@@ -8,7 +8,8 @@ Header rules (h13-register-census §5, each 98/98 unless noted):
 * DebugLogEvents 0xFFF86A single/last, 0xFFF868 first, 0xFFF800 middle; a first task that is a
   plain NE copy (no LUT) has 0x68 (12/12 such first tasks); bit 13 is clear in tasks whose LUT
   rescales its input's exponent (reciprocal, log2, sqrt, rsqrt: real_div, pow, sqrt, rsqrt tasks,
-  6/6; exp2 keeps it: softmax task 2, pow task 2);
+  6/6; exp2 keeps it: softmax task 2, pow task 2; so does an 8-NE vector LUT over more than
+  128 channels, `_wide_vector_lut`);
 * SPL on the first task; DisallowAbort = NE.KernelCfg bit 12 (the 4 reductions that keep their
   result in L2 for a later task);
 * NextSize / NextPointer: `Generation.layout` (tasks at 256-byte multiples).
@@ -34,12 +35,19 @@ def position_fields(spec: TaskSpec, index: int, count: int) -> dict:
         debug = 0x68 if spec.first_fetch_is_bypass else 0xFFF868
     else:
         debug = 0xFFF800
-    if spec.lut_mode in EXPONENT_LUT_MODES:
+    if spec.lut_mode in EXPONENT_LUT_MODES and not _wide_vector_lut(spec):
         debug &= ~0x2000
     fields = dict(TID=index, LNID=int(not first), EON=int(last), TBE=int(not last),
                   LogEvents=log, DebugLogEvents=debug)
     fields.setdefault("SPL", int(first))
     return fields
+
+
+def _wide_vector_lut(spec: TaskSpec) -> bool:
+    """An 8-NE vector LUT task (Common.Cfg bit 28) over more than 128 channels keeps bit 13
+    (upstream binary_real_div_1x{256,512,1024,2048,4096}x1x1 task 0: 0xFFF868; 64 and 128
+    channels clear it: real_div_1x64x1x1, upstream real_div_1x128x1x1)."""
+    return bool(spec.get("common.Cfg", "Bit28")) and spec.get("common.Cin", "Cin", 1) > 128
 
 
 def assemble(specs: list[TaskSpec], tensors, constants: bytes | None) -> Program:

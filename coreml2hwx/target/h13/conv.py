@@ -8,13 +8,14 @@ in NumGroups, depthwise keeps Cin = Cout = C with NumGroups 1 and UnicastEn; MAC
 equal chunks (`weights`).  TileDMASrc's group stride is one group's input planes, its depth stride
 all of them (the same on the destination side).
 
-Output channels (`conv_tasks`).  Each coefficient channel stores its planes one after another;
-Apple's programs only show chunks whose planes are all 64-byte multiples (or one plane per chunk,
-tinygrad conv.hwx: 3 outputs, one 64-byte row each on chunks 0-2), so whether a dense chunk pads
-between planes is not known.  A conv whose planes would not all fit that evidence is split into one
-task per round of planes (16 x lanes outputs, or the < 16 left over, one per chunk as in tinygrad's
-conv.hwx); each task writes its channels at their offset in the output surface through
-TileDMADst.BaseAddr (tinygrad concat.hwx: TD1 writes at BaseAddr 0x100000 = 16384 planes).
+Output channels (`conv_tasks`).  Each coefficient channel stores its planes one after another,
+unpadded between planes even when a plane is not a 64-byte multiple (upstream
+`conv_probe_k1_c64_n512_s16_st1_g1_bias1_same`: 2 planes of 2080 bytes in a 0x1040 chunk), so a
+conv whose outputs are a multiple of 16 is one task.  Otherwise it is split into one task per round
+of planes (16 x lanes outputs, or the < 16 left over, one per chunk as in tinygrad's conv.hwx:
+3 outputs, one 64-byte row each on chunks 0-2); each task writes its channels at their offset in
+the output surface through TileDMADst.BaseAddr (tinygrad concat.hwx: TD1 writes at BaseAddr
+0x100000 = 16384 planes).
 
 Stride 2: Apple stores the kernel in its zero-skipping form (`sparse`; KernelCfg.SparseFmt and
 KernelDMASrc.MasterConfig.KernelSparseFmt set, ConvCfg Sx = Sy = 2, chunks back to back with their
@@ -27,6 +28,7 @@ import numpy as np
 
 from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.target.h13 import l2, sparse, spec as S, weights
+from coreml2hwx.target.h13.activation import sh_max
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.layout import l2_channel_stride
 from coreml2hwx.target.h13.spec import TaskSpec
@@ -34,17 +36,21 @@ from coreml2hwx.target.h13.spec import TaskSpec
 CONV = dict(OpMode=0, KernelMode=0)
 
 
-def conv_cfg_sh(spec: TaskSpec, *, hout: int, kernel: int, dense: bool):
-    """Common.Cfg of a conv task (ActiveNE 4).  Fitted on the 18 oracle convs (census §6.1 notes):
-    Hout <= 8 -> SmallSourceMode with ShPref = ShMin = ShMax = 4; Hout 16 -> ShMax 3, plus
-    ShPref = ShMin = 3 for a dense (groups 1) 3x3 kernel; grouped and depthwise 3x3 kernels keep
-    ShMax 3 alone (`env_conv_k3_c64_n64_s16_st1_g64_bias0`, upstream `..._g4_bias1`)."""
+def conv_cfg_sh(spec: TaskSpec, *, hout: int, wout: int, kernel: int, dense: bool):
+    """Common.Cfg of a conv task (ActiveNE 4).  Fitted on the 18 oracle convs (census §6.1 notes)
+    and the upstream spatial sweep: Hout <= 8 -> SmallSourceMode with ShPref = ShMin = ShMax = 4;
+    else ShMax = `activation.sh_max` (log2(128 / W): 3 at 16, upstream conv_probe_*_s32 2, _s64
+    1), plus ShPref = ShMin = ShMax for a dense (groups 1) kernel of more than one row when
+    2^ShMax rows cover it (3x3: 3 at 16, 2 at 32; upstream `conv_probe_k3_c64_n64_s64_st1_g1_
+    bias0_same`: ShMax 1 alone); grouped and depthwise 3x3 kernels keep ShMax alone
+    (`env_conv_k3_c64_n64_s16_st1_g64_bias0`, upstream `..._g4_bias1`)."""
     if hout <= 8:
         spec.set("common.Cfg", SmallSourceMode=1, ShPref=4, ShMin=4, ShMax=4)
-    elif kernel > 1 and dense:
-        spec.set("common.Cfg", ShPref=3, ShMin=3, ShMax=3)
     else:
-        spec.set("common.Cfg", ShMax=3)
+        shift = sh_max(hout, wout)
+        spec.set("common.Cfg", ShMax=shift)
+        if kernel > 1 and dense and (1 << shift) >= kernel:
+            spec.set("common.Cfg", ShPref=shift, ShMin=shift)
     spec.set("common.Cfg", ActiveNE=4)
 
 
@@ -62,10 +68,9 @@ def channel_rounds(ctx, op):
     weight = ctx.attr_array(op, "weight")
     if op.attrs.get("groups", 1) != 1:
         return None
-    cout, reduction = weight.shape[0], int(np.prod(weight.shape[1:]))
-    side = max(ctx.shape(op.inputs[0])[2:])
+    cout = weight.shape[0]
+    side = max(ctx.shape(op.outputs[0])[2:])  # the output's side (`weights.ocg_lanes`)
     lanes = weights.ocg_lanes(cout, side) if cout >= weights.CHUNKS else 1
-    bias = int(op.attrs.get("bias") is not None)
     rounds, first = [], 0
     while first < cout:
         left = cout - first
@@ -73,10 +78,14 @@ def channel_rounds(ctx, op):
         count = weights.CHUNKS * g if g else left
         rounds.append((first, count, max(g, 1)))
         first += count
-    if tuple(op.attrs["strides"]) != (1, 1):  # sparse: one plane per chunk (sparse.refusal)
-        return rounds if len(rounds) > 1 else None
-    aligned = all(2 * g * (bias + reduction) % 64 == 0 for _, _, g in rounds[:-1])
-    if cout % weights.CHUNKS == 0 and aligned:
+    if tuple(op.attrs["strides"]) != (1, 1):
+        # sparse: rounds of one width share a task, their planes back to back in each chunk
+        # (upstream conv_probe_k1_c64_n1024_s16_st2_g1_bias0_same: 2 planes of 32 lanes); rounds
+        # of different widths (48 outputs: 2 lanes, then 1) take a task each (sparse.refusal)
+        return rounds if len({g for _, _, g in rounds}) > 1 else None
+    if cout % weights.CHUNKS == 0:
+        # planes back to back in each chunk, 64-byte multiples or not (upstream
+        # conv_probe_k1_c64_n512_s16_st1_g1_bias1_same: two planes of 65 x 16 halfwords, 0x1040)
         return None
     return rounds
 
@@ -118,7 +127,7 @@ def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
     if channels is not None:
         lanes = channels[2]
     else:
-        lanes = 1 if depthwise else weights.ocg_lanes(cout_g, max(hin, win))
+        lanes = 1 if depthwise else weights.ocg_lanes(cout_g, max(hout, wout))
     if stride != 1:
         reason = sparse.refusal(stride, kernel=kh, depthwise=depthwise, outputs=cout_g,
                                 lanes=lanes)
@@ -148,7 +157,7 @@ def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
     S.conv_cfg(spec, kernel=kernel, stride=stride, pad=pads[0], ocg=lanes.bit_length() - 1)
     spec.set("common.ConvCfg", Px=pads[2], Py=pads[0])
     S.group_cfg(spec, groups=1 if depthwise else groups, unicast=depthwise)
-    conv_cfg_sh(spec, hout=hout, kernel=kernel, dense=groups == 1)
+    conv_cfg_sh(spec, hout=hout, wout=wout, kernel=kernel, dense=groups == 1)
     plane_in, plane_out = x.plane, y.plane
     S.dram_source(spec, x, group=(cin if depthwise else cin_g) * plane_in)
     S.dram_dest(spec, y, group=(cout if depthwise else cout_g) * plane_out)

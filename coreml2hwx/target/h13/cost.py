@@ -64,10 +64,17 @@ def exe_cycles(spec) -> int:
         # one run per channel of every group (rows as groups: reduce_probe_sum_ax3_1x64x8x8)
         cin, cout = cin * groups, cout * groups
     total = 0.0
+    if spec.get("common.GroupConvCfg", "ElemMultMode"):
+        # pow's product of pairs read from L2 pays its destination's lines only (upstream
+        # binary_pow_1x{2048,4096}x1x1 task 2: ExeCycles 3 and 7, not 4 and 9)
+        cout = 0
     for surface, channels in ((spec.src1, cin), (spec.src2, cin), (spec.dst, cout)):
         if surface is not None:
             total += view_cost(surface, channels)
-    if spec.kept_source and spec.src1.w == 1:  # a W = 1 source kept in L2 costs it twice
+    if spec.is_ne and spec.dst is None and spec.src1 is not None and spec.src1.w == 1:
+        # an NE task leaving its result in L2 pays a W = 1 source twice (x kept for the next
+        # task too: env_chain_residual_*_1x768x1x1; pow's copy and log2 of z, x: upstream
+        # binary_pow_1x4096x1x1 tasks 0, 1, ExeCycles 18; a PE task does not: layer_norm_1x512x1x1)
         total += view_cost(spec.src1, cin)
     if spec.src2 is not None and spec.src1.w == 1:
         total += stream_cost(spec.src1)  # the W = 1 two-source PE case

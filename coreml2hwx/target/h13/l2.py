@@ -71,12 +71,31 @@ def conv_row_stride(units: int) -> int:
     return row
 
 
+WIDE_CHANNEL_UNITS = 8  # 128-byte channels: an NE source row needs no pad (`ne_row_stride`)
+
+
 def ne_row_stride(units: int, channel_units: int) -> int:
     """Row stride (units) of a source the NE reads row by row: the smallest odd value >= the data
     whose offset in the 64-unit period exceeds one channel's units (8x8: 64 -> 67, 16x16:
-    256 -> 259, 1536 -> 1539, 32x32: 1024 -> 1029; stride-1 convolutions alike)."""
+    256 -> 259, 1536 -> 1539, 32x32: 1024 -> 1029; stride-1 convolutions alike).  Channels of
+    128 bytes or more (W >= 64) are not padded: upstream `conv_probe_k{1,3}_c64_n64_s64_st1_g1_
+    bias0_same` (512 units -> 512), and pow's 256-byte staging of W = 224 (upstream
+    `binary_pow_1x3x224x224`: 3 x 0x100 -> 0x300)."""
+    if channel_units >= WIDE_CHANNEL_UNITS:
+        return units
     row = units
     while row % 2 == 0 or row % BANK_PERIOD <= channel_units:
+        row += 1
+    return row
+
+
+def pair_row_stride(units: int, channel_units: int) -> int:
+    """Row stride (units) of pow's channel pairs [z, log2 x] kept in L2 over several rows: the
+    smallest >= the data whose offset in the 64-unit period exceeds one channel's units, odd or
+    even (64x8x8: 128 -> 130, upstream `binary_pow_1x64x8x8`; 128x16x16: 512 -> 515, upstream
+    `binary_pow_1x128x16x16`)."""
+    row = units
+    while row % BANK_PERIOD <= channel_units:
         row += 1
     return row
 

@@ -146,7 +146,7 @@ def matvec(ctx, op, x: Surface | None, k: int, n: int, m: int, *, from_dram: boo
     # set at K = 256, 512 (matmul_m{1,8}_*), K = 1024 (upstream matmul_m{1,2}_k1024_*), clear at
     # K = 2048 (env_mm_r{2,3}rb_m1_k2048_*, 32 KiB) and M = 64, K = 256 (upstream, 36 KiB).
     if k * ch <= SMALL_SOURCE_BYTES:
-        conv_cfg_sh(spec, hout=1, kernel=1, dense=True)
+        conv_cfg_sh(spec, hout=1, wout=1, kernel=1, dense=True)
     spec.set("ne.MACCfg", **CONV)
     if from_dram:
         S.dram_source(spec, x, **_channels_view(x))

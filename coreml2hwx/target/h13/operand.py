@@ -200,9 +200,10 @@ def power_tasks(ctx, name: str, x: Surface, z: Surface, y: Surface) -> list:
     """The three tasks of x ** z for same-shape operands (see `binary.power`)."""
     _, c, h, w = x.shape
     pair = 2 * l2_channel_stride(w)  # [z, log2 x] side by side per channel
-    # One row of pairs is unpadded; several rows are padded like a PE source (64x8x8: 0x800 ->
-    # 0x820, upstream binary_pow_1x64x8x8), and each task's own input comes after them.
-    row = c * pair if h == 1 else l2.UNIT * l2.pe_row_stride(c * pair // l2.UNIT)
+    # One row of pairs is unpadded; several rows are padded past one channel (`l2.pair_row_stride`),
+    # and each task's own input comes after them.
+    row = c * pair if h == 1 else l2.UNIT * l2.pair_row_stride(c * pair // l2.UNIT,
+                                                              l2_channel_stride(w) // l2.UNIT)
     source_row = ne_row(c, h, w)
 
     copy = _ne_task(name, c, h, w, active_ne=4)

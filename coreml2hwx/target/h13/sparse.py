@@ -198,11 +198,10 @@ def refusal(stride: int, *, kernel: int, depthwise: bool, outputs: int,
         return (f"a {kernel}x{kernel} stride-2 kernel: Apple's zero-skipping programs here show "
                 "1x1 and 3x3 kernels only")
     if depthwise:
-        # The layout is Apple's (`pack_depthwise`); lift this once the simulator's kernel reader
-        # dispatches depthwise sparse tasks to coreml2hwx.sim.sparse.read_depthwise.
-        return ("a stride-2 depthwise conv: its zero-skipping kernel (sparse.pack_depthwise) "
-                "cannot be checked by the simulator yet")
-    if not depthwise and outputs != CHUNKS * lanes:
-        return (f"{outputs} output channels per group is not 16 planes of {lanes} lanes: Apple's "
-                "stride-2 programs hold one zero-skipping plane per coefficient channel and group")
+        return None  # `pack_depthwise` (the simulator reads it back: sim.sparse.read_depthwise)
+    if outputs % (CHUNKS * lanes):
+        # Several planes of one width per chunk are Apple's (upstream conv_probe_k1_c64_n1024_
+        # s16_st2_g1_bias0_same: 2 x 32 lanes); planes of different widths are in no program.
+        return (f"{outputs} output channels per group is not a whole number of rounds of 16 "
+                f"planes of {lanes} lanes: no Apple stride-2 program mixes plane widths")
     return None

@@ -31,10 +31,13 @@ def pow2floor(value: int) -> int:
     return 1 << (value.bit_length() - 1) if value > 0 else 0
 
 
-def ocg_lanes(cout_per_group: int, input_side: int) -> int:
+def ocg_lanes(cout_per_group: int, side: int) -> int:
     """Output channels interleaved per plane (2^OCGSize): pow2floor(Cout_g / 16), at most 32 for
-    an input of <= 8 pixels per side, else 16 (census OCGSize rule, 98/98)."""
-    cap = 32 if input_side <= 8 else 16
+    an output of <= 8 pixels per side, else 16 (census OCGSize rule, 98/98).  The side is the
+    output's: a stride-2 conv from 16x16 to 8x8 interleaves 32 lanes (upstream
+    `conv_probe_k1_c64_n512_s16_st2_g1_bias0_same`: OCGSize 5, one task); at stride 1 the two
+    sides agree."""
+    cap = 32 if side <= 8 else 16
     return max(1, min(pow2floor(cout_per_group // CHUNKS), cap))
 
 
