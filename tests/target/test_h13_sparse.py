@@ -149,7 +149,8 @@ SHAPES = [  # cin, cout, kernel, groups, side, bias
     (64, 128, 1, 1, 16, True),    # ResNet downsample 1x1
     (64, 64, 3, 2, 16, True),     # grouped, 32 outputs per group
     (32, 48, 3, 1, 16, False),    # 48 outputs: two tasks of one plane each
-    (64, 64, 3, 64, 16, True),    # depthwise: one zero-skipping record per channel
+    (64, 64, 3, 64, 32, True),    # depthwise: one zero-skipping record per channel (biased,
+                                  # Hout 16: 2 slot columns under either reading)
     (32, 32, 1, 32, 16, False),   # depthwise 1x1
 ]
 
@@ -198,9 +199,17 @@ def test_depthwise_columns_are_the_ones_apple_used(name):
     """The slot columns Apple used (4 at Hout 8, 2 at Hout 750): the other one misses the hash."""
     case = DEPTHWISE[name]
     w, b = compiled_weights(case)
-    other = 6 - depthwise_columns(case["hout"])
+    other = 6 - depthwise_columns(case["hout"], b is not None)
     data, _ = pack_depthwise(w, b, columns=other)
     assert hashlib.sha256(data).hexdigest() != case["sha256"]
+
+
+@pytest.mark.parametrize("side,bias", [(16, True), (32, False)], ids=["biased-h8", "plain-h16"])
+def test_depthwise_shapes_the_evidence_does_not_settle_are_refused(side, bias):
+    """4 slot columns bias-free at Hout 8, 2 biased at Hout 750: a biased Hout-8 or a bias-free
+    Hout-16 kernel would need to know which of the two sets them."""
+    with pytest.raises(UnsupportedError, match="not pinned"):
+        lower(_conv_graph(64, 64, 3, groups=64, side=side, bias=bias)[0])
 
 
 def test_depthwise_pack_needs_the_output_height():

@@ -51,8 +51,9 @@ Hypotheses the hashes excluded: count = body length (both probes and both biased
 E = 4 with a bias (sizes: 16 x 31 bytes do not fit the 448-byte chunks); bias absent / trailing
 empty groups trimmed (non-zero byte totals off by one); channels o // 16 on chunk o (per-2 KiB
 non-zero counts).  Not pinned: which property sets E - Hout (8 vs 750), the bias, the channel count
-or the compiler build differ together between the two pairs; `depthwise_columns` keys it on Hout
-like Common.Cfg's SmallSourceMode (`conv.conv_cfg_sh`), an extrapolation between Hout 8 and 750.
+or the compiler build differ together between the two pairs; `depthwise_columns` gives E only
+where the Hout reading (split at 8, like Common.Cfg's SmallSourceMode) and the bias reading agree,
+and refuses the other shapes.
 """
 
 from __future__ import annotations
@@ -132,7 +133,13 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1, hout: 
     if groups == out_channels > 1 and cin_g == 1:
         if hout is None:
             raise ValueError("a depthwise zero-skipping kernel needs the output height")
-        return pack_depthwise(weight, bias, columns=depthwise_columns(hout))
+        columns = depthwise_columns(hout, bias is not None)
+        if columns is None:
+            raise ValueError(f"a stride-2 depthwise kernel with{'' if bias is not None else 'out'} "
+                             f"bias at output height {hout}: Apple's programs show 4 slot columns "
+                             "bias-free at height 8 and 2 biased at height 750, and which of the "
+                             "two sets them is not pinned")
+        return pack_depthwise(weight, bias, columns=columns)
     per_group = out_channels // groups
     taps = weight.reshape(out_channels, cin_g, kernel * kernel).astype(np.float16)
     bias16 = None if bias is None else np.asarray(bias, np.float16).reshape(-1)
@@ -152,10 +159,18 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1, hout: 
 
 # -- depthwise --------------------------------------------------------------------------------
 
-def depthwise_columns(hout: int) -> int:
-    """Slot columns E of a depthwise record: 4 at Hout 8 (conv_probe_k{1,3}_c64 ... g64), 2 at
-    Hout 750 (encoder_conv_idx*_c256 ... g256); the split at Hout 8 follows SmallSourceMode."""
-    return MIN_SLOT_COLUMNS if hout <= 8 else 2
+def depthwise_columns(hout: int, bias: bool) -> int | None:
+    """Slot columns E of a depthwise record: 4 in the bias-free Hout-8 sections
+    (conv_probe_k{1,3}_c64 ... g64), 2 in the biased Hout-750 ones (encoder_conv_idx*_c256 ...
+    g256).  Whether Hout (split at 8, like SmallSourceMode) or the bias sets E is not pinned, so E
+    is given only where both readings agree - bias-free at Hout <= 8, biased above - and None
+    (refused) elsewhere."""
+    small = hout <= 8
+    if small and not bias:
+        return MIN_SLOT_COLUMNS
+    if not small and bias:
+        return 2
+    return None
 
 
 def depthwise_record(taps: np.ndarray, bias, kernel: int, columns: int) -> bytes:
