@@ -47,8 +47,8 @@ def lower_specs(graph: Graph):
             continue
         specs.extend(lower_op(ctx, ops[i]))
         i += 1
-    if ctx.scratch_size and any(op.type == "matmul" for op in ops):
-        raise UnsupportedError("a matmul's transposed copy uses the DRAM scratch slot 3 that "
+    if ctx.scratch and any(op.type in ("matmul", "linear") for op in ops):
+        raise UnsupportedError("a matmul/linear transposed copy names the DRAM scratch slot 3 that "
                                "chained intermediates need too: not combined on h13 yet")
     return ctx, specs
 
@@ -101,6 +101,8 @@ def lower_op(ctx: Context, op) -> list:
         raise UnsupportedError(f"linear {_shapes(ctx, op)}: an inline bias tensor; Apple's h13 "
                                "compiler refuses it (upstream oracle linear_k256_n512)",
                                where=where(op))
+    if op.type == "linear":
+        return matmul.lower_linear(ctx, op)
     raise UnsupportedError(f"{op.type} {_shapes(ctx, op)}: no h13 lowering rule for this op yet",
                            where=where(op))
 

@@ -45,4 +45,5 @@ def build_task(header_fields: dict, fields: dict) -> Task:
     words = register_words(fields, with_kernel)
     layout = LAYOUT_WITH_KERNEL if with_kernel else LAYOUT_WITHOUT_KERNEL
     records = [Record(start, [words[start + 4 * i] for i in range(count)]) for start, count in layout]
-    return Task(header=header, records=records)
+    # extension words follow when the map says so (KBase0 = 3: upstream rrmm_r2rr_m32_* task 1)
+    return Task(header=header, records=records, extension=[0] * HEADER.extension_words(header))
