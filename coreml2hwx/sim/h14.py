@@ -434,7 +434,7 @@ class TaskTranslation:
         / `source2`: Common.Unk30 broadcasts and channel-dense reads; PE rows read 2 rows)."""
         f = self.get13
         flags = f("common.Unk30.Value")
-        bcast_w, bcast_h, bcast_c, dense = ((0x1, 0x2, 0, 0x100) if which == 1 else
+        bcast_w, bcast_h, bcast_c, dense = ((0x1, 0x2, 0x8, 0x100) if which == 1 else
                                             (0x10, 0x20, 0x80, 0x200))
         channels = 1 if flags & bcast_c else f("common.Cin.Cin")
         width = 1 if flags & bcast_w else f("common.InDim.Win")
@@ -490,9 +490,9 @@ class TaskTranslation:
             raise self.fail(f"kernel buffers in BAR slots {sorted(kernels)}: H13 has one KBase0")
         kernel = kernels.pop() if kernels else None
         stays = not self.get13("tile_dma_dst.DMAConfig.En")
-        if h("LiveOuts") != int(stays):
+        if bool(h("LiveOuts")) != stays:  # one bit per 64 KiB L2 region (target.h14 live_outs)
             raise self.fail(f"header LiveOuts = {h('LiveOuts')} with TileDMADst En = "
-                            f"{int(not stays)}: LiveOuts is 1 iff the result stays in L2 "
+                            f"{int(not stays)}: LiveOuts is non-zero iff the result stays in L2 "
                             "(census §2, 30/30)")
         first, last = self.index == 0, self.index == self.count - 1
         fetch = bool(self.get13("tile_dma_src.DMAConfig.En"))

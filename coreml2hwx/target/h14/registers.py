@@ -4,8 +4,9 @@ Apple's H14 programs have the task structure, L2 layout, strides and weights of 
 for the same MIL (h14-register-census.md §1); what differs is the encoding, which this module
 rebuilds from the H13 register state of every task, and a few placement choices:
 
-* header: census §2 (TID, ExeCycles, LogEvents - 0x400, DebugLogEvents without bit 1, a word that
-  is 1 iff the result stays in L2, TSR | TDE << 1 | ENE << 16); the task-size field is left 0.
+* header: census §2 (TID, ExeCycles, LogEvents - 0x400, DebugLogEvents without bit 1 -
+  `debug_log_events`, LiveOuts = the 64 KiB L2 regions still live after the task - `live_outs`,
+  TSR | TDE << 1 | ENE << 16); the task-size field is left 0.
 * Common: ConvCfg split into OCGSize (0x1C) and the kernel/stride/pad word (0x20, 6-bit Kw/Kh),
   every later register one word up (census §4.1).  L2, PE and NE keep their H13 offsets.
 * TileDMA / KernelDMA: 64-bit Lo/Hi buffer addresses, re-encoded DMA config words, coefficient
@@ -14,13 +15,16 @@ rebuilds from the H13 register state of every task, and a few placement choices:
   holds where H14 leaves a register out (census §4 "H13 values ... where H14 omits it"); strides
   only where the dimension they step has more than one element (`dma_strides`, `strided`).
 * Where H14 places work differently: a task H13 runs on 8 NEs runs on 16 (`spread`); an NE task
-  on fewer than 16 NEs with a row shift gets one more and PE-style rows (`narrow_rows`); the
-  SmallSourceMode shifts of 1x1 convolutions and matrix-vector tasks (`small_source_shift`); a PE
-  result kept in L2 loses its DMA format and strides (`pe_result_in_l2`).
+  without weights over several rows shifts by log2(128 / W) (`row_shift`) and may stage its rows
+  by H14's rule (`narrow_rows`); the SmallSourceMode shifts of 1x1 kernels, LUTs and
+  matrix-vector tasks (`small_source_shift`, `vector_conv`); a PE result kept in L2 loses its
+  DMA format (`pe_result_in_l2`); a source broadcast along C is Dependent with no channel stride
+  (`src1_channel_broadcast`); scratch surfaces get their own cache hints (`dst_hint`,
+  `kernel_dma`).
 
 Evidence beyond ../shared: upstream H14 oracles (joshuaswarren/mil-hwx-compiler
 research/oracles/h14, same compiler build unless noted), cited by case name; the words read off
-19 of them agree with this module's output except where a docstring says not.
+about 45 of them agree with this module's output except where a docstring says not.
 
 Every rule is stated on the H13 register state (field names of `maps.h13`); the oracle cases only
 serve as evidence.  The BAR slot of every address register comes from the H13 header's
@@ -150,20 +154,113 @@ def h13_tasks(program13: Program) -> list[Task13]:
 # Header (census §2)
 # ----------------------------------------------------------------------------------------------
 
-def header(t: Task13) -> list[int]:
+def header(t: Task13, live: int) -> list[int]:
     words = map14.HEADER.encode({
         "TID": t.tid,
         "ExeCycles": t.head("ExeCycles"),
         "LogEvents": t.head("LogEvents") - 0x400,  # 38/38
         "Exceptions": t.head("Exceptions"),
-        "DebugLogEvents": t.head("DebugLogEvents") & ~2,  # 30/30
+        "DebugLogEvents": debug_log_events(t),
         "DebugExceptions": t.head("DebugExceptions"),
-        "LiveOuts": int(not t.dst),  # 1 iff the result stays in L2 (30/30)
+        "LiveOuts": live,
         "TSR": 1, "TDE": t.head("TDE"), "ENE": engines(t),  # TSR set in 38/38
     })
     if map14.HEADER.extension and map14.HEADER.extension.present(words):
         words.append(0)
     return words
+
+
+EXPONENT_LOG = 0x2000  # DebugLogEvents bit 13
+
+
+def debug_log_events(t: Task13) -> int:
+    """H13's DebugLogEvents without bit 1 (30/30).  H13 clears bit 13 in tasks whose LUT rescales
+    its input's exponent (`h13.assemble`); H14 keeps the clear bit (real_div, pow, rsqrt upstream:
+    0xFFD868 / 0xFFD800) except in a LUT task in SmallSourceMode over several rows (upstream
+    h14norm_softmax_a1_1x64x8x8 task 3, the reciprocal of the channel sum over 8 rows: H13
+    0xFFD800, H14 0xFFF800; the same task of the one-pixel h14norm_softmax_a1_1x1024x1x1 keeps
+    0xFFD800)."""
+    debug = t.head("DebugLogEvents") & ~2
+    if t.lut and t("common.Cfg.SmallSourceMode") and t.rows_out > 1:
+        debug |= EXPONENT_LOG
+    return debug
+
+
+LIVE_REGION = 1 << 16  # bytes of L2 per LiveOuts bit
+
+
+def live_outs(tasks: list[Task13]) -> dict[int, int]:
+    """Header LiveOuts of every task: 0 when the result leaves by DMA, else one bit per 64 KiB
+    region of L2 holding data of this or an earlier task that a task up to one after this data's
+    last reader still needs (`l2_buffers`: results kept in L2, sources kept by their fetching
+    task).  Upstream H14 oracles: binary_real_div_1x128x16x16 task 0 (result 0x10200 bytes): 3;
+    binary_pow_1x128x16x16 tasks 0 and 1 (0x20300 bytes): 7 - not a count of 32 KiB (3, 5);
+    h14norm_softmax_a1_1x128x16x16: 7, 7, 7, 3 - x, kept at 0x10400..0x20600 by task 0 and
+    last read by task 1, still counts after task 2, no longer after task 3.  1 in every
+    L2-result task of ../shared (30/30, all within 0x8000 bytes)."""
+    buffers = l2_buffers(tasks)
+    out = {}
+    for t in tasks:
+        if t.dst:
+            out[t.index] = 0
+            continue
+        mask = 0
+        for producer, last, start, end in buffers:
+            if producer <= t.index <= last + 1:
+                first, final = start // LIVE_REGION, max(start, end - 1) // LIVE_REGION
+                mask |= (1 << (final + 1)) - (1 << first)
+        out[t.index] = mask or 1
+    return out
+
+
+def l2_buffers(tasks: list[Task13]) -> list[tuple[int, int, int, int]]:
+    """(producer, last reader, start, end) of every L2 range a task leaves behind: its result when
+    it stays in L2, its source when the task keeps what it fetched (SourceType 1).  The last
+    reader is the last later task reading an overlapping range from L2 (the producer itself when
+    none does)."""
+    made = []
+    for t in tasks:
+        if not t.dst:
+            made.append((t.index, result_range(t)))
+        if t("l2.SourceCfg.SourceType") == KEPT_SOURCE:
+            made.append((t.index, source_range(t)))
+    reads = {t.index: l2_reads(t) for t in tasks}
+    buffers = []
+    for producer, (start, end) in made:
+        last = max([k for k, ranges in reads.items() if k > producer
+                    and any(a < end and start < b for a, b in ranges)], default=producer)
+        buffers.append((producer, last, start, end))
+    return buffers
+
+
+KEPT_SOURCE = 1  # l2.SourceCfg.SourceType: fetched by DMA and kept in L2 for later tasks
+
+
+def extent(base: int, steps: tuple[int, int], channel: int, row: int) -> tuple[int, int]:
+    return base, base + max(steps[0] * channel, steps[1] * row, l2_13.UNIT)
+
+
+def result_range(t: Task13) -> tuple[int, int]:
+    return extent(t.word("l2.ResultBase"), result_steps(t), t.word("l2.ConvResultChannelStride"),
+                  t.word("l2.ConvResultRowStride"))
+
+
+def source_range(t: Task13) -> tuple[int, int]:
+    channels = 1 if src1_channel_broadcast(t) else t("common.Cin.Cin")
+    return extent(t.word("l2.SourceBase"), (channels, t.rows_in),
+                  t.word("l2.SourceChannelStride"), t.word("l2.SourceRowStride"))
+
+
+def l2_reads(t: Task13) -> list[tuple[int, int]]:
+    """The L2 ranges a task reads without fetching them itself: its first source when it is
+    already in L2 (SourceType 0), its second when it does not come by DMA."""
+    ranges = []
+    if t("l2.SourceCfg.SourceType") == 0 and t.word("l2.SourceRowStride"):
+        ranges.append(source_range(t))
+    channel, row = t.word("l2.Src2ChannelStride"), t.word("l2.Src2RowStride")
+    if not t.src2 and (channel or row):
+        ranges.append(extent(t.word("l2.Src2Base"), src2_steps(t), channel, row))
+    return ranges
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,23 +331,61 @@ def spread(t: Task13) -> int | None:
 
 
 def narrow_rows(t: Task13) -> bool:
-    """An NE task H13 runs on fewer than 16 NEs over a source of several rows, with a row shift
-    (ShMax > 0), whose H13 source row stride follows the NE rule (`h13.l2.ne_row_stride`) and
-    not the PE rule (`h13.l2.pe_row_stride`).  H14 gives it one more ShMax and stages its source
-    rows as a PE task would (`source_row`): reduce_max_axes_1 (one NE) and upstream
-    reduce_mean_axes_1 task 0 (8 NEs), both 1x64x8x8: ShMax 3 -> 4, row stride 0x430 -> 0x420.
-    Where the two rules give the same row nothing changes, ShMax neither: upstream
-    binary_real_div_c64_constant_scalar task 0 (one NE, 2 rows of 0x80, ShMax 1: Cfg 0x10001 on
-    both).  16-NE tasks keep H13's (conv_k3_c64_n64_s8, env_act_silu_1x256x32x32),
-    and so does a task without a row shift (binary_mul_c512_constant_blob task 0: 2 rows,
-    ShMax 0)."""
-    if not (t.ne and t("common.Cfg.ActiveNE") < ALL_NE and t.rows_in > 1
-            and t("common.Cfg.ShMax") > 0):
+    """An NE task without weights over a source of several rows, with a row shift (ShMax > 0),
+    whose H13 source row stride follows the NE rule (`h13.l2.ne_row_stride`: the smallest odd
+    row past one channel's units in the 64-unit period) where H14's rule (`ne_row_units`: the
+    same without "odd") gives another row.  H14 stages the rows by its rule (`source_row`) and
+    gives the task H14's ShMax (`row_shift`).  All seen at 1x64x8x8 (one-unit channels):
+    reduce_max_axes_1 (one NE), upstream reduce_mean_axes_1 task 0 (8 NEs) and upstream
+    binary_real_div_1x64x8x8 task 0 (16 NEs, a LUT): ShMax 3 -> 4, row stride 0x430 -> 0x420.
+    Where the two rules agree nothing changes, ShMax neither: env_act_silu_1x256x32x32 (16 NEs,
+    four-unit channels: 1029 units both ways, ShMax 2), upstream binary_real_div_c64_constant_
+    scalar task 0 (one NE, 2 rows of one 128-byte channel, ShMax 1: Cfg 0x10001 on both).  Tasks
+    with weights keep H13's odd rows (conv_k3_c64_n64_s8, conv_probe_k1_c64_n64_s8_st1_g1_bias0_
+    same: 0x430), and so does a task without a row shift (binary_mul_c512_constant_blob task 0:
+    2 rows, ShMax 0)."""
+    if not (t.ne and not t.weights and t.rows_in > 1 and t("common.Cfg.ShMax") > 0):
         return False
     channel = t.word("l2.SourceChannelStride") // l2_13.UNIT
     units = t("common.Cin.Cin") * channel
     row = t.word("l2.SourceRowStride") // l2_13.UNIT
-    return row == l2_13.ne_row_stride(units, channel) != l2_13.pe_row_stride(units)
+    return row == l2_13.ne_row_stride(units, channel) != ne_row_units(units, channel)
+
+
+def ne_row_units(units: int, channel_units: int) -> int:
+    """H14's row stride (units) of a weightless NE task's source: `h13.l2.ne_row_stride` without
+    its "odd" condition - the smallest row >= the data whose offset in the 64-unit period exceeds
+    one channel's units (64 -> 66 at one unit, 1024 -> 1029 at four; `narrow_rows`); channels of
+    128 bytes or more unpadded, as on H13."""
+    if channel_units >= l2_13.WIDE_CHANNEL_UNITS:
+        return units
+    row = units
+    while row % l2_13.BANK_PERIOD <= channel_units:
+        row += 1
+    return row
+
+
+ROW_BYTES = 128  # an NE row shift covers at most 128 / W rows (`h13.activation.sh_max`)
+
+
+def row_shift(t: Task13) -> int:
+    """Common.Cfg ShMax.  H13 gives an NE task without weights min(log2 H, log2(128 / W))
+    (`h13.activation.sh_max`); H14 drops the log2 H bound on a source of several rows:
+    log2(128 / W).  At 8x8, 3 -> 4: reduce_max_axes_1, upstream reduce_mean_axes_1 task 0,
+    binary_real_div_1x64x8x8 task 0, binary_pow_1x64x8x8 tasks 0, 1 and 2 (task 2 with ShPref =
+    ShMin = 1: 0x231101 -> 0x241101).  Where the bound does not bind nothing changes: 3 at
+    16x16 (upstream binary_pow_1x128x16x16, real_div_1x128x16x16), 2 at 32x32
+    (env_act_silu_1x256x32x32), 1 over 2 rows of W = 64 (upstream
+    binary_real_div_c64_constant_scalar task 0); H = 1 keeps 0 (unary_*)."""
+    sh_max = t("common.Cfg.ShMax")
+    width = t("common.InDim.Win")
+    if not (t.ne and not t.weights and t.rows_in > 1 and sh_max > 0 and 0 < width <= ROW_BYTES):
+        return sh_max
+    by_width = (ROW_BYTES // width).bit_length() - 1
+    by_rows = t.rows_in.bit_length() - 1
+    if sh_max != min(by_rows, by_width):  # not the `sh_max` formula: a shift set otherwise
+        return sh_max
+    return by_width
 
 
 def ocg_size(t: Task13) -> int:
@@ -281,7 +416,8 @@ def cfg_word(t: Task13) -> int:
       when C is not a power of two (real_div task 0: 0x10180001 -> 0x30222201 at C = 64,
       0x30211101 at C = 128 ... 4096 upstream; x + gelu(x) at C = 768: 0x30200001; upstream
       reduce_mean_axes_1 task 0: 0x101b0001 -> 0x30242201);
-    * `narrow_rows` tasks: ShMax + 1 (reduce_max_axes_1: 0x30001 -> 0x40001);
+    * ShMax of NE tasks without weights over several rows: `row_shift` (reduce_max_axes_1:
+      0x30001 -> 0x40001);
     * a matrix-vector task (Bit28 with SmallSourceMode: the vector is the small source, the
       matrix the kernel) keeps no Sh* fields: 0x10244405 -> 0x10200005 (matmul_m1_k256_n512_ty1
       task 1; upstream's census of 265 H14 tasks, 36 matvec shapes among them, never shows a
@@ -290,7 +426,7 @@ def cfg_word(t: Task13) -> int:
     cfg = t.word("common.Cfg")
     if t.runtime_weights:
         cfg |= 1 << 29
-    sh_max = t("common.Cfg.ShMax") + int(narrow_rows(t))
+    sh_max = row_shift(t)
     fields = {"common.Cfg.ShMax": sh_max}
     unicast = spread(t)
     if unicast is not None:
@@ -300,7 +436,7 @@ def cfg_word(t: Task13) -> int:
                   "common.Cfg.ShMin": shift, "common.Cfg.ShMax": max(shift, sh_max) if shift else 0}
         cfg |= 1 << 29
     cfg = H13.encode(fields, {CFG13: cfg})[CFG13]
-    if t("common.Cfg.SmallSourceMode") and t.weights:
+    if t("common.Cfg.SmallSourceMode") and t.kernel:
         shift = small_source_shift(t)
         if shift is not None:
             fields = {f"common.Cfg.{name}": shift for name in SHIFTS}
@@ -309,21 +445,49 @@ def cfg_word(t: Task13) -> int:
 
 
 def small_source_shift(t: Task13) -> int | None:
-    """ShPref = ShMin = ShMax of a weight task in SmallSourceMode (H13: 4), where H14 differs.
+    """ShPref = ShMin = ShMax of a task in SmallSourceMode with a kernel fetch (weights or a LUT;
+    H13: 4), where H14 differs.
 
     * matrix-vector (Bit28): 0 (`cfg_word`);
     * a 1x1 kernel over Hout > 1 rows: log2 Hout, 3 at Hout 8 (conv_probe_k1_c64_n64_s8_st1_g1_
       bias0_same; upstream conv_k1_c64_n64_s8_bias0_relu, env_conv_k1_c64_n64_s16_st2_g1_bias0,
       env_conv_k1_c256_n256_s8_st1_g1_bias1).  H13's 4 stays with a 3x3 kernel at Hout 8
       (conv_k3_c64_n64_s8_bias0, env_conv_k3_c64_n64_s16_st2_g1_bias0, upstream
-      env_conv_k3_c128_n128_s16_st2_g1_bias1) and at Hout 1 (upstream env_conv_k1_c768_n768_s1_
-      st1_g1_bias1, conv_k1_c1024_n1024_s1_bias0; but upstream conv_k1_c256_n512_s1_bias0 has 0
-      there, with an unskewed L2 source row too: not derived).  Hout 2 and 4 are not seen."""
+      env_conv_k3_c128_n128_s16_st2_g1_bias1); a LUT alike (upstream h14norm_softmax_a1_1x64x8x8
+      task 3, the reciprocal of the channel sum over 8 rows: 0x44405 -> 0x33305);
+    * a 1x1 kernel over one row (`vector_conv`): 0 when each coefficient channel holds at most
+      64 KiB, else H13's 4.  Hout 2 and 4 are not seen."""
     if t("common.Cfg.Bit28"):
         return 0
     if t("common.ConvCfg.Kh") == 1 and t.rows_out > 1:
         return t.rows_out.bit_length() - 1
+    if vector_conv(t):
+        return 0
     return None
+
+
+SMALL_KERNEL_BYTES = 1 << 16
+
+
+def vector_conv(t: Task13) -> bool:
+    """A 1x1 kernel over a single pixel in SmallSourceMode: a LUT, or weights whose coefficient
+    channels hold at most 64 KiB each.  H14 gives it no Sh* shifts (Cfg 0x244405 -> 0x200005)
+    and an unpadded L2 source row (`source_row`; H13's odd NE row, e.g. 0x1030 for 256 channels
+    -> 0x1000), the result following it.  Upstream H14 oracles, H13 twins as ours: conv_k1_c256_n512_s1_bias0
+    (0x4000 bytes per channel), conv_k1_c512_n512_s1_bias0 (0x8000), conv_k1_c1024_n512_s1_bias0
+    (0x10000).  Above 64 KiB H13's words stay: env_conv_k1_c768_n768_s1_st1_g1_bias1 (0x12000),
+    conv_k1_c1024_n1024_s1_bias0 (0x20000).  (Cout <= 512 would split these five the same way;
+    the kernel bytes are the more physical reading.)"""
+    if not (t.kernel and t("common.Cfg.SmallSourceMode") and not t("common.Cfg.Bit28")):
+        return False
+    if not (t("common.ConvCfg.Kh") == 1 and t("common.ConvCfg.Kw") == 1):
+        return False
+    if t.rows_in != 1 or t.rows_out != 1 or t("common.InDim.Win") != 1:
+        return False
+    if t.lut:  # a 128-byte table (upstream h14norm_softmax_a1_1x1024x1x1 task 3: 0x44405 -> 0x5)
+        return True
+    sizes = [t.word(f"kernel_dma_src.CoeffBfrSize[{i}]") for i in range(16)]
+    return max(sizes) <= SMALL_KERNEL_BYTES
 
 
 SHIFTS = ("ShPref", "ShMin", "ShMax")
@@ -364,15 +528,23 @@ def l2(t: Task13, out: Writes) -> None:
     _put(out, base + 0x04, source_cfg(t))
     copy(0x08, default=0)   # SourceBase
     reads_source = t("l2.SourceCfg.SourceType") != 0
-    if reads_source or t("common.Cin.Cin") > 1:  # not in layer_norm task 1 (Cin 1, no source)
+    # not in layer_norm task 1 (Cin 1, no source), nor for a source broadcast along channels
+    if (reads_source or t("common.Cin.Cin") > 1) and not src1_channel_broadcast(t):
         copy(0x0C)          # SourceChannelStride
     row = source_row(t)
     if reads_source:        # row, depth and group strides only when the source is read
         out[base + 0x10] = row
         for offset in (0x14, 0x18):
             copy(offset)
-    elif t.groups > 1:      # and the group stride of grouped tasks (reduce_mean_axes_1 task 1)
-        copy(0x18)
+    else:
+        # A source already in L2 over several rows keeps its row stride (upstream
+        # binary_pow_1x128x16x16 task 2: 16 rows, 0x2030; not with one row: matmul, x + silu(x)
+        # task 1; nor without a source: layer_norm task 1, Cin 1 over 512 rows), and a grouped
+        # task its group stride (upstream reduce_mean_axes_1 task 1).
+        if t.rows_in > 1 and t("common.Cin.Cin") > 1 and row:
+            out[base + 0x10] = row
+        if t.groups > 1:
+            copy(0x18)
     if t("l2.SourceCfg.Bit24"):  # second source by DMA: all its L2 staging words
         for offset in (0x1C, 0x20, 0x24, 0x28, 0x2C):
             copy(offset)
@@ -382,22 +554,33 @@ def l2(t: Task13, out: Writes) -> None:
                 steps=src2_steps(t), depths=t.depth_in, groups=t.groups)
     if pe_result_in_l2(t):
         _put(out, base + 0x30, result_cfg(t), default=PE_RESULT_CFG_DEFAULT)
-        copy(0x34, default=0)   # ResultBase; no ConvResult strides
-        return
-    copy(0x30)              # ResultCfg
-    _put(out, base + 0x34, result_base(t, row), default=0)
+        copy(0x34, default=0)   # ResultBase
+        if t("common.Cfg.Bits6_4") in PE_REDUCTIONS:
+            return
+    else:
+        copy(0x30)          # ResultCfg
+        _put(out, base + 0x34, result_base(t, row), default=0)
+        if t("l2.ResultCfg.ResultType") == FLAT_RESULT:
+            # A flat result (keep_dims = false along W) writes all four strides: upstream
+            # h14norm_reduce_max_ax2_3_1x64x8x8_flat, 0x80 each, as H13's twin.
+            for offset in (0x38, 0x3C, 0x40, 0x44):
+                copy(offset, default=0)
+            return
     strided(out, base + 0x38, word(0x38), word(0x3C), word(0x40), word(0x44),
             steps=result_steps(t), depths=t.depth_out, groups=t.groups)
 
 
 def source_row(t: Task13) -> int:
-    """L2 SourceRowStride: H13's, or for `narrow_rows` tasks (H13's row follows the NE rule,
-    `h13.l2.ne_row_stride`: odd, 67 units for 64) the PE rule (`h13.l2.pe_row_stride`: 66)."""
+    """L2 SourceRowStride: H13's; for `narrow_rows` tasks (H13's row follows the NE rule,
+    `h13.l2.ne_row_stride`: odd, 67 units for 64) H14's (`ne_row_units`: 66); for a
+    `vector_conv` the channels' bytes, unpadded."""
     row = t.word("l2.SourceRowStride")
+    if vector_conv(t):
+        return t("common.Cin.Cin") * t.word("l2.SourceChannelStride")
     if not narrow_rows(t):
         return row
     channel = t.word("l2.SourceChannelStride") // l2_13.UNIT
-    return l2_13.UNIT * l2_13.pe_row_stride(t("common.Cin.Cin") * channel)
+    return l2_13.UNIT * ne_row_units(t("common.Cin.Cin") * channel, channel)
 
 
 def result_base(t: Task13, row: int) -> int:
@@ -412,6 +595,7 @@ def result_base(t: Task13, row: int) -> int:
 
 
 RESULT_CFG13 = H13.field("l2.ResultCfg.ResultType")[0]
+FLAT_RESULT = 1  # l2.ResultCfg.ResultType of a [1, C] result written along W (`h13.reduce`)
 PE_RESULT_CFG_DEFAULT = 0x100  # DMAInterleave 1 alone: left out (layer_norm task 1)
 
 
@@ -424,8 +608,10 @@ def pe_result_in_l2(t: Task13) -> bool:
 
 def result_cfg(t: Task13) -> int:
     """ResultCfg of `pe_result_in_l2` tasks: H13's without DMAFmt (0x500170 -> 0x500130; 0x140 ->
-    0x100, which H14 leaves out), and no ConvResult channel/row/depth strides (layer_norm
-    1x512x1x1 and upstream 1x64x8x8, tasks 0 and 1)."""
+    0x100, which H14 leaves out).  A reduction's result has no ConvResult strides (layer_norm
+    1x512x1x1 and upstream 1x64x8x8 tasks 0 and 1, not even the depth stride at depth 8);
+    other results follow `strided` (channel 0x10, row 0x420 for the exp over 8 rows of
+    upstream h14norm_softmax_a1_1x64x8x8 task 1)."""
     cfg = t.word("l2.ResultCfg")
     return H13.encode({"l2.ResultCfg.DMAFmt": 0}, {RESULT_CFG13: cfg})[RESULT_CFG13]
 
@@ -440,7 +626,20 @@ def source_cfg(t: Task13) -> int:
     cfg = t.word("l2.SourceCfg")
     if t("l2.SourceCfg.SourceType") == 0:
         cfg = H13.encode({"l2.SourceCfg.DMAFmt": 0}, {SOURCE_CFG13: cfg})[SOURCE_CFG13]
+    if src1_channel_broadcast(t) and not t("l2.SourceCfg.Dependent"):
+        cfg = H13.encode({"l2.SourceCfg.Dependent": 1}, {SOURCE_CFG13: cfg})[SOURCE_CFG13]
     return cfg
+
+
+SRC1_BCAST_C = 0x8  # Common.Unk30: the first source is one channel, read for every channel
+
+
+def src1_channel_broadcast(t: Task13) -> bool:
+    """A task reading its first source once for all channels (Unk30 bit 3: softmax's product
+    with 1 / sum).  H14 marks the source Dependent 1 where H13 has 0 and leaves its channel
+    stride out (upstream h14norm_softmax_a1_1x64x8x8 task 4: SourceCfg 0x120 -> 0x124, no
+    0x50C; H13's twin 0x120 with channel stride 0x10)."""
+    return bool(t("common.Unk30.Value") & SRC1_BCAST_C)
 
 
 def strided(out: Writes, address: int, channel: int, row: int, depth: int, group: int, *,
@@ -530,6 +729,12 @@ def dma_config(h13_config: int, tid: int) -> int:
     return (h13_config & 1) | hint << 5 | 0xE << 8 | tid << 16
 
 
+def dst_hint(h13_config: int) -> int:
+    """Bits 9:7 of an H13 TileDMADst config: 1 in every task writing an output (0x040000C1), 7
+    where env_mm_r3rr writes its scratch (0x040003C1)."""
+    return (h13_config >> 7) & 0x7
+
+
 def config_ext(h13_config: int) -> int:
     """Bits 17:10 of the H13 config (CacheHintReuse / NoReuse): 0xCE, 0xEE (census §4.5)."""
     return (h13_config >> 10) & 0xFF
@@ -583,9 +788,12 @@ def tile_dma_dst(t: Task13, out: Writes, slots: dict[int, int]) -> None:
         return
     base = map14.BLOCK_BASES["tile_dma_dst"]
     # Census §4.6: 0x01000E31, the task index in bits 23:16 (0x01010E31 in task 1); bit 24 is
-    # H13's L2BfrMode (bit 26): clear in upstream reduce_mean_axes_1 task 1 (H13 0xC1 -> 0x10E31).
+    # H13's L2BfrMode (bit 26): clear in upstream reduce_mean_axes_1 task 1 (H13 0xC1 -> 0x10E31);
+    # bits 7:5 H13's bits 9:7 as in the source config (`dma_config`): 1 -> 0x31, and 7 -> 0xF1
+    # for env_mm_r3rr task 0, whose H13 config 0x040003C1 writes the scratch task 2 reads.
+    cfg = t.word("tile_dma_dst.DMAConfig")
     buffered = t("tile_dma_dst.DMAConfig.L2BfrMode")
-    out[base + 0x00] = 0x00000E31 | buffered << 24 | t.tid << 16
+    out[base + 0x00] = 0x00000E11 | dst_hint(cfg) << 5 | buffered << 24 | t.tid << 16
     out[base + 0x08] = t.word("tile_dma_dst.BaseAddr")
     out[base + 0x0C] = 0
     slots[base + 0x08] = t.head("WBase")
@@ -596,20 +804,25 @@ def tile_dma_dst(t: Task13, out: Writes, slots: dict[int, int]) -> None:
 
 
 def kernel_dma(t: Task13, out: Writes, slots: dict[int, int], lut_offset: int | None,
-               surfaces: dict[int, int]) -> None:
+               surfaces: dict[int, int], scratch_slots: frozenset[int] = frozenset()) -> None:
     base = map14.BLOCK_BASES["kernel_dma_src"]
     # MasterConfig (census §4.7): bit 7 whenever the result leaves by DMA (0x80 alone in PE tasks,
     # absent in every L2-result task); with a kernel fetch also 0x240, H13's sparse bit 5 and the
     # task index + 1 in bits 23:16 (0x102C0 task 0, 0x202C0 / 0x20240 task 1, 0x302C0 task 2).
-    master = 0x80 if t.dst else 0
+    # Not with a destination cache hint other than H13's usual 1 (env_mm_r3rr task 0: hint 7,
+    # the scratch for task 2's kernel; no MasterConfig word).
+    master = 0x80 if t.dst and dst_hint(t.word("tile_dma_dst.DMAConfig")) == 1 else 0
     if t.kernel:
         sparse = t("kernel_dma_src.MasterConfig.KernelSparseFmt") << 5
         master |= 0x240 | sparse | (t.tid + 1) << 16
     _put(out, base + 0x00, master, default=0)
     if not t.kernel:
         return
-    # Coefficient channels: En only when weights come through them; the task index in 23:16.
-    channel = (0xE00 if t.runtime_weights else 0) | 0x20 | t.tid << 16
+    # Coefficient channels: En only when weights come through them; the task index in 23:16;
+    # bit 6 in place of bit 5 for a kernel an earlier task wrote to its scratch surface
+    # (env_mm_r3rr task 2: 0x20E41; an input kernel: env_mm_r2rr task 0, 0xE21).
+    scratch = t.runtime_weights and t.head("KBase0") in scratch_slots
+    channel = (0xE00 if t.runtime_weights else 0) | (0x40 if scratch else 0x20) | t.tid << 16
     enabled = channel | int(t.weights)
     for i in range(16):
         _put(out, base + 0x18 + 4 * i, enabled, default=0x20)
@@ -654,8 +867,14 @@ def h14_tasks(program13: Program) -> list[TaskPlan]:
     """The H14 header, register writes and address slots of every task of `program13`."""
     tasks = h13_tasks(program13)
     offsets = lut_offsets(tasks)
-    surfaces = {x.slot: x.total_bytes for x in program13.tensors
-                if x.slot is not None and x.total_bytes is not None}
+    # a scratch surface (an intermediate) has a size but no I/O descriptor (env_mm_r3rr: the
+    # kernel of task 2 is the 0x2000-byte scratch task 1 writes, KernelDMA 0x1914 = 0x2000)
+    surfaces = {x.slot: x.total_bytes if x.total_bytes is not None else x.size
+                for x in program13.tensors if x.slot is not None
+                and (x.total_bytes is not None or x.size is not None)}
+    scratch = frozenset(x.slot for x in program13.tensors
+                        if x.role == "intermediate" and x.slot is not None)
+    live = live_outs(tasks)
     plans = []
     for t in tasks:
         writes, slots = {}, {}
@@ -663,8 +882,8 @@ def h14_tasks(program13: Program) -> list[TaskPlan]:
             rule(t, writes)
         tile_dma_src(t, writes, slots)
         tile_dma_dst(t, writes, slots)
-        kernel_dma(t, writes, slots, offsets.get(t.index), surfaces)
-        plans.append(TaskPlan(header(t), dict(sorted(writes.items())), slots))
+        kernel_dma(t, writes, slots, offsets.get(t.index), surfaces, scratch)
+        plans.append(TaskPlan(header(t, live[t.index]), dict(sorted(writes.items())), slots))
     return plans
 
 
