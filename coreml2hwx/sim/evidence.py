@@ -71,7 +71,17 @@ RULES: list[tuple[str, object, str]] = [
     ("header.TSE", NO_EFFECT, "scheduling flag (census: = DstLoc)"),
     ("header.SPC", NO_EFFECT, "scheduling flag"),
     ("header.DPC", NO_EFFECT, "scheduling flag"),
-    ("header.TDE", frozenset({False}), ALL),
+    # TDE is set exactly on the tasks whose kernel DMA reads a buffer an earlier task of the same
+    # program wrote (KBase0 = the scratch slot 3): upstream rrmm_r2rr_m{32,64}_k64_n64_tx0_ty0#1,
+    # rrmm_r2rr_m32_k64_n64_tx0_ty1#2 (joshuaswarren/mil-hwx-compiler research/oracles/h13) and
+    # ../shared/oracles/h14/env_mm_r3rr_m64_k64_n64_tx0_ty1_b1#2; never where the kernels are an
+    # input (rrmm_r2rr_m16_*, env_mm_r2rr_m16_*) or constants.  Those programs compute x @ w with
+    # TDE ignored (tests/target/test_h13_matmul2.py, tests/sim/test_sim_h14.py): an ordering
+    # flag for the simulator, which runs tasks in order.  machine.py allows it only there.
+    ("header.TDE", NO_EFFECT, "set on kernels read from a tensor written earlier (upstream rrmm)"),
+    # The one extension word (a raw `Value`, present when header[9] & 3 = 3, ane-facts §2.3):
+    # 0 in every task that has it (the TDE tasks above), which compute x @ w.
+    ("header.Value", frozenset({0}), "extension word: upstream rrmm_r2rr_m{32,64}, H14 r3rr"),
     ("header.SrcLoc", NO_EFFECT, "mirrors TileDMASrc.DMAConfig.En (census 98/98)"),
     ("header.DstLoc", NO_EFFECT, "mirrors TileDMADst.DMAConfig.En (census 98/98)"),
     ("header.TQDis", frozenset({False}), ALL),

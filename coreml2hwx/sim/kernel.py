@@ -153,7 +153,8 @@ def weights(f, memory, groups: int, cin: int, cout: int, kh: int, kw: int, depth
 def from_constants(f, key: str, make):
     """`make()`, kept with the task when its coefficients come from the constant section (BAR
     slot 1, which no task writes: the same bytes every run); made anew when they come from a
-    tensor (a runtime x runtime matmul)."""
+    tensor (a runtime x runtime matmul: an input at M = 16, or at M = 32, 64 the scratch slot an
+    earlier task of the same run wrote with an interleaved DMA write, machine.Task.interleaved)."""
     if f.header("KBase0") != KERNEL_SLOT:
         return make()
     if key not in f.memo:

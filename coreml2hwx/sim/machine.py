@@ -10,7 +10,8 @@ Per task (ane-facts §2.15, refined by the census and checked by tests/sim):
    when header RBE1 is set (census: = Src2 DMAConfig 0x33880), else from L2 at Src2Base;
 4. the NE runs when header ENE > 0, otherwise the PE (census: ENE = ActiveNE + 1 on NE tasks);
 5. the result, rounded once to fp16, goes to L2 at ResultBase and, when TileDMADst.DMAConfig.En
-   is set, to DRAM through BAR slot WBase.
+   is set, to DRAM through BAR slot WBase (L channels a plane when TileDMADst.Fmt interleaves
+   them, `Task.interleaved`).
 
 Shapes: source (NumGroups, InDepth, Cin, Hin, Win); result (NumGroups, OutDepth, Cout, Hout,
 Wout), or one value per group and channel for PE reductions.
@@ -27,10 +28,16 @@ from coreml2hwx.sim import ne, pe
 from coreml2hwx.sim.evidence import violation
 from coreml2hwx.sim.fields import TaskFields, header_fields, register_fields
 from coreml2hwx.sim.l2 import L2, Placement
+from coreml2hwx.sim.memory import KERNEL_SLOT
 
 FP16_DRAM = 0x01002031  # TileDMASrc.Fmt of an fp16 DRAM source (every Apple task, §2.7.5)
 FP16_DRAM_SRC2 = 0x2030  # Src2Fmt with a second DRAM source (census 98/98)
 FP16_DST = (0x01302031, 0x01002031)  # TileDMADst.Fmt writing fp16 (ZeroPad first/last or not)
+# TileDMADst.Fmt with Interleave (bits 27:24) = L > 1: L channels share a plane, halfword by
+# halfword (`interleaved`).  Upstream Apple oracles (joshuaswarren/mil-hwx-compiler
+# research/oracles/h13) rrmm_r2rr_m32_k64_n64_tx0_ty{0,1}#0 (L = 2), rrmm_r2rr_m64_k64_n64_tx0_ty0#0
+# and ../shared/oracles/h14/env_mm_r3rr_m64_k64_n64_tx0_ty1_b1#0 (L = 4): the only formats seen.
+INTERLEAVED_DST = {0x02302031: 2, 0x04302031: 4}
 NE_OFF = (0, 0x00100000)  # NE.MACCfg of PE tasks: old compiler 0, new compiler bit 20 only
 
 # Strides in the 5-D order group, depth, channel (plane), row; width is 2 bytes.
@@ -131,6 +138,9 @@ class Task:
                 raise f.fail(f"common.Unk30.Value = {self.flags:#x} on an NE task: never seen")
         elif mac not in NE_OFF:
             raise f.fail(f"ne.MACCfg = {mac:#x} in a task whose header runs no NE (ENE = 0)")
+        if f.header("TDE") and (not f.header("KBE0") or f.header("KBase0") == KERNEL_SLOT):
+            # evidence.py: TDE seen only on kernels read from a tensor an earlier task wrote
+            raise f.fail("header TDE = 1 on a task whose coefficients are not a tensor: never seen")
 
     # -- sources ---------------------------------------------------------------------------------
     def _strides(self, paths) -> tuple:
@@ -210,14 +220,37 @@ class Task:
         if f.get("tile_dma_dst.DMAConfig.En"):
             if not f.header("WBE"):
                 raise f.fail("TileDMADst writes with header WBE = 0: never seen")
-            self._check_format("tile_dma_dst.Fmt", FP16_DST)
+            lanes = INTERLEAVED_DST.get(f.word("tile_dma_dst.Fmt"), 1)
+            if lanes == 1:
+                self._check_format("tile_dma_dst.Fmt", FP16_DST + tuple(INTERLEAVED_DST))
             strides = self._strides(DST_DRAM_STRIDES)
             # A channel-dense result leaves the same way: channels 2 bytes apart, pixels a
             # PlaneStride apart (oracle matmul_*#1: C=1024 x W=8 into an 8 x 1024 output).
             data = np.ascontiguousarray(out.swapaxes(2, 4)) if dense else out
+            if lanes > 1:
+                data = self.interleaved(data, lanes, dense)
             self.memory.write(f.header("WBase"), f.bytes("tile_dma_dst.BaseAddr.Addr"), data,
                               strides, "result")
         return out
+
+    def interleaved(self, out: np.ndarray, lanes: int, dense: bool) -> np.ndarray:
+        """The result as an interleaved DMA write lays it out: channels c = L p + l (p the plane,
+        l the lane) share plane p, column w of channel c at halfword L w + l.  So plane p holds
+        rows Lp .. Lp + L - 1 of x exactly as a dense L-lane weight plane holds its lanes (the
+        kernel rule in `kernel`, pinned by Apple's constant sections): the only reading under
+        which Apple's runtime x runtime programs (INTERLEAVED_DST), whose convolution fetches
+        plane i as coefficient chunk i, compute x @ w - a lane-major plane (halfword K l + w) or
+        lanes taken 16 channels apart (c = p + 16 l) give other products
+        (tests/target/test_h13_matmul2.py).  Seen only on a PE copy of one row per channel with
+        whole planes of lanes; anything else stops the run."""
+        g, d, c, h, w = out.shape
+        if dense or h != 1 or c % lanes:
+            raise self.f.fail(f"tile_dma_dst.Fmt.Interleave = {lanes} on a result of {c} "
+                              f"channels x {h} rows{' (channel-dense)' if dense else ''}: seen "
+                              "only on one row of whole planes of lanes")
+        planes = out.reshape(g, d, c // lanes, lanes, h, w)
+        return np.ascontiguousarray(planes.transpose(0, 1, 2, 4, 5, 3)).reshape(
+            g, d, c // lanes, h, w * lanes)
 
 
 def run_task(f: TaskFields, memory, l2: L2) -> np.ndarray:

@@ -47,6 +47,8 @@ class Memory:
         size = max(size, len(self.buffers.get(slot, ())))
         self.buffers[slot] = np.zeros(size, np.uint8)
         self.declared.add(slot)
+        if size == 0:  # a buffer of no declared size (Apple lists no scratch tensor): grows
+            self.scratch.add(slot)
 
     # -- reads ----------------------------------------------------------------------------------
     def read(self, slot: int, offset: int, shape, strides, what: str,

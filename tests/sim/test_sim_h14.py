@@ -122,10 +122,6 @@ NOT_RUNNABLE: dict[str, tuple[str, str | None]] = {
         "bytes, H13's 69); no variant of the H13 packing tried (slot lead 0-16, count - 1, kept "
         "tail, slot-axis orders, lane and output-channel orders, kernel rotations and flips, "
         "stride-phase orders, subnormals flushed) hashes like Apple's", None),
-    "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": (
-        "task 0 writes x^T to a scratch buffer with TileDMADst.Fmt 0x04302031 (Interleave 4), a "
-        "format no H13 program shows; task 2 also sets header TDE, never seen on H13",
-        r"tile_dma_dst\.Fmt = 0x4302031"),
 }
 
 

@@ -14,7 +14,10 @@ Apple's (`python3 bench/parity.py` on copies of them).  Committed ground truth h
   tests/sim/test_sim_oracles.py (half an fp16 ulp of the result plus fp32 accumulation,
   K * 2^-24 * sum |x w|);
 * a few words of the upstream oracles, quoted below with their source, for the runtime x runtime
-  forms the simulator cannot run yet (it knows no interleaved DMA write).
+  forms at M = 32, 64, which the simulator also runs: its reading of their interleaved DMA write
+  is the one under which these programs compute x @ w (the other readings are checked to fail),
+  and Apple's own H14 twin of env_mm_r3rr_m64_k64_n64_tx0_ty1_b1 in ../shared computes x @ w^T
+  under it (tests/sim/test_sim_h14.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from coreml2hwx.errors import SimulationError, UnsupportedError
 from coreml2hwx.hwx import write_hwx
 from coreml2hwx.ir import Graph
 from coreml2hwx.sim import run_program
+from coreml2hwx.sim import machine
 from coreml2hwx.target.h13 import lower
 from tests.sim.tolerance import assert_close
 from tests.target.test_h13_coverage2 import _words
@@ -229,14 +233,68 @@ def test_transposed_runtime_w_takes_three_tasks(m):
     assert program.tasks[2].extension == [0]
 
 
-def test_simulator_stops_at_the_interleaved_write():
-    """The simulator knows no interleaved TileDMA write yet (coreml2hwx/sim/machine.py): it
-    must stop with the field named, never compute something else.  When it learns the form,
-    replace this with a numpy comparison like the ones above."""
-    rng = np.random.default_rng(6)
-    program = lower(runtime_graph(32, 64, 64))
-    with pytest.raises(SimulationError, match="tile_dma_dst.Fmt"):
-        run_program(program, {"x": sample((32, 64), rng), "w": sample((64, 64), rng)})
+def runtime_product(m, k, n, ty, rank=2, seed=6):
+    """(x [M, K], w as given - [N, K] with ty, else [K, N] -, the simulated product)."""
+    rng = np.random.default_rng(seed)
+    x, w = sample((m, k), rng), sample((n, k) if ty else (k, n), rng)
+    graph = runtime_graph(m, k, n, ty=ty, rank=rank)
+    lead = (1,) * (rank - 2)
+    inputs = {"x": x.reshape(*lead, *x.shape), "w": w.reshape(*lead, *w.shape)}
+    out = np.asarray(run_program(lower(graph), inputs)["y"], np.float64)
+    return x, w, out
+
+
+# Apple's own programs (upstream rrmm_r2rr_m32_k64_n64_tx0_ty{0,1}, rrmm_r2rr_m64_k64_n64_tx0_ty0,
+# env_mm_r3rr_m64_k64_n64_tx0_ty1_b1; ours are byte-identical): x written with the interleaved
+# DMA format, then read back as the convolution's kernels (TDE, one extension word).  These are
+# what pin the simulator's reading of Fmt.Interleave (coreml2hwx/sim/machine.py).
+@pytest.mark.parametrize("m,ty,rank", [(32, False, 2), (64, False, 2), (32, True, 2),
+                                       (64, True, 3)])
+def test_runtime_rows_compute_x_times_w(m, ty, rank):
+    x, w, out = runtime_product(m, 64, 64, ty, rank)
+    check(out, x, w if ty else w.T, None)
+
+
+# The same rules at other K, N (K a multiple of 32: whole 64-byte coefficient chunks at L = 2).
+@pytest.mark.parametrize("m,k,n,ty", [(32, 128, 64, False), (64, 32, 48, False),
+                                      (32, 256, 16, False), (32, 96, 80, True),
+                                      (64, 128, 32, True)])
+def test_runtime_rows_compute_x_times_w_at_other_sizes(m, k, n, ty):
+    x, w, out = runtime_product(m, k, n, ty)
+    check(out, x, w if ty else w.T, None)
+
+
+def _lane_major(self, out, lanes, dense):
+    g, d, c, h, w = out.shape
+    return out.reshape(g, d, c // lanes, h, w * lanes)  # lane l's row at halfword K l + w
+
+
+def _lanes_a_plane_apart(self, out, lanes, dense):
+    g, d, c, h, w = out.shape
+    planes = out.reshape(g, d, lanes, c // lanes, h, w)  # channel c = p + (C / L) l
+    return np.ascontiguousarray(planes.transpose(0, 1, 3, 4, 5, 2)).reshape(
+        g, d, c // lanes, h, w * lanes)
+
+
+@pytest.mark.parametrize("reading", [_lane_major, _lanes_a_plane_apart])
+@pytest.mark.parametrize("m", [32, 64])
+def test_other_interleave_readings_do_not_compute_the_product(monkeypatch, reading, m):
+    """Of the layouts an interleaved write could have, only the simulator's makes Apple's program
+    x @ w: the others hand the convolution other kernels."""
+    monkeypatch.setattr(machine.Task, "interleaved", reading)
+    x, w, out = runtime_product(m, 64, 64, False)
+    ref = x.astype(np.float64) @ w.astype(np.float64)
+    assert np.abs(out.reshape(ref.shape) - ref).max() > 1.0
+
+
+def test_interleaved_write_of_several_rows_stops():
+    """Interleave is seen only on one row per channel, whole planes of lanes: other results stop
+    naming the field instead of guessing where a second row or a lone channel goes."""
+    task = object.__new__(machine.Task)
+    task.f = type("Fields", (), {"fail": lambda self, why: SimulationError(why)})()
+    for shape in [(1, 1, 32, 2, 64), (1, 1, 33, 1, 64)]:
+        with pytest.raises(SimulationError, match="tile_dma_dst.Fmt.Interleave = 2"):
+            task.interleaved(np.zeros(shape, np.float16), 2, False)
 
 
 @pytest.mark.parametrize("m,ty", [(48, False), (128, False), (48, True), (128, True)])
