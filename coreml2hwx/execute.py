@@ -68,12 +68,12 @@ class CompiledModel:
         graph = _host_graph(out_dir, manifest)
         if graph is not None:
             self.shapes.update({name: info.shape for name, info in graph.tensors.items()})
-        self.segments = []  # ("ane", Simulator) or ("host", subgraph), in manifest order
+        self.segments = []  # ("ane", (Simulator, .hwx path)) or ("host", subgraph), in order
         for seg in manifest["segments"]:
             if seg["device"] == "ane":
                 path = out_dir / seg["programs"]["hwx"]
                 try:
-                    self.segments.append(("ane", Simulator(load_program(path))))
+                    self.segments.append(("ane", (Simulator(load_program(path)), path)))
                 except Coreml2hwxError as err:
                     raise err.with_file(path)
             else:
@@ -86,9 +86,13 @@ class CompiledModel:
         values = {**random_model_inputs(self.manifest, seed), **inputs}
         for device, step in self.segments:
             if device == "ane":
+                sim, path = step
                 feed = {t.name: np.asarray(values[t.name]).reshape(t.shape)
-                        for t in step.program.inputs}
-                result = step(feed)
+                        for t in sim.program.inputs}
+                try:
+                    result = sim(feed)
+                except Coreml2hwxError as err:
+                    raise err.with_file(path)
             else:
                 feed = {name: np.asarray(values[name], np.float32).reshape(
                     step.tensors[name].shape) for name in step.input_names}

@@ -132,3 +132,22 @@ def test_anec_container(tmp_path, capsys):
     assert (code, err) == (0, "")
     want = (a.astype(np.float32) + a[:, ::-1].astype(np.float32)).astype(np.float16)
     assert np.array_equal(np.load(tmp_path / "dst0.npy"), want)
+
+
+def test_a_run_that_stops_names_the_program_file_of_the_folder(shared, tmp_path, capsys):
+    """A compiled folder whose program stops at run time (a NaN reaching a lookup table: no Apple
+    program shows what the table does with it) names the .hwx that stopped, exit != 0."""
+    import json
+
+    case = json.loads((shared / "oracles/h13/unary_sigmoid_c64.json").read_text())
+    model = tmp_path / "sigmoid.mil"
+    model.write_text(case["mil"])
+    out = tmp_path / "out"
+    assert main([str(model), "-o", str(out)]) == 0
+    x = np.zeros((1, 64, 1, 1), np.float32)
+    x[0, 3] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(out), "--input", f"x={tmp_path / 'x.npy'}",
+                 "--output-dir", str(tmp_path / "y")]) != 0
+    err = capsys.readouterr().err
+    assert "model.hwx" in err and "NaN" in err and len(err.strip().splitlines()) == 1

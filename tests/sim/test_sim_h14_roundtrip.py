@@ -82,3 +82,28 @@ def test_h14_program_gives_the_h13_programs_bytes(case):
         pytest.skip(f"the simulator does not run the H13 program: {err}")
     got = run_program(p14, feed)
     assert {k: v.tobytes() for k, v in got.items()} == {k: v.tobytes() for k, v in want.items()}
+
+
+@pytest.mark.parametrize("cin,cout,kernel", [(16, 8, 1), (3, 3, 3), (64, 1000 % 16 + 16, 1)])
+def test_fewer_than_16_outputs_per_task_round_trip(cin, cout, kernel):
+    """Convs whose outputs do not fill the 16 coefficient channels enable one channel per output
+    on H13 (tinygrad conv.hwx: 3 outputs on channels 0-2); H14 must enable the same ones."""
+    rng = np.random.default_rng(cin + cout)
+    pad = (kernel - 1) // 2
+    text = ("program(1.3)\n[buildInfo = dict<string, string>({})]\n{\n"
+            f"  func main<ios18>(tensor<fp16, [1, {cin}, 8, 8]> x) {{\n"
+            f"    tensor<fp16, [{cout}, {cin}, {kernel}, {kernel}]> w = const()[name = string(\"w\"), "
+            f"val = tensor<fp16, [{cout}, {cin}, {kernel}, {kernel}]>({_literal(rng, cout * cin * kernel * kernel)})];\n"
+            f"    tensor<fp16, [1, {cout}, 8, 8]> y = conv(x = x, weight = w, strides = [1, 1], "
+            f"pad_type = \"custom\", pad = [{pad}, {pad}, {pad}, {pad}], dilations = [1, 1], "
+            f"groups = 1)[name = string(\"y\")];\n"
+            "  } -> (y);\n}\n")
+    p13 = lower(parse_mil_text(text, None))
+    p14 = from_h13(p13)
+    feed = {"x": rng.standard_normal((1, cin, 8, 8)).astype(np.float16)}
+    assert run_program(p14, feed)["y"].tobytes() == run_program(p13, feed)["y"].tobytes()
+
+
+def _literal(rng, count: int) -> str:
+    values = (rng.standard_normal(count) * 0.2).astype(np.float16)
+    return "[" + ", ".join(repr(float(v)) for v in values) + "]"

@@ -818,14 +818,16 @@ def kernel_dma(t: Task13, out: Writes, slots: dict[int, int], lut_offset: int | 
     _put(out, base + 0x00, master, default=0)
     if not t.kernel:
         return
-    # Coefficient channels: En only when weights come through them; the task index in 23:16;
-    # bit 6 in place of bit 5 for a kernel an earlier task wrote to its scratch surface
-    # (env_mm_r3rr task 2: 0x20E41; an input kernel: env_mm_r2rr task 0, 0xE21).
+    # Coefficient channels: En on the channels H13 enables when weights come through them (all
+    # 16 in every H14 oracle; fewer than 16 outputs enable one channel each on H13, tinygrad
+    # conv.hwx); the task index in 23:16; bit 6 in place of bit 5 for a kernel an earlier task
+    # wrote to its scratch surface (env_mm_r3rr task 2: 0x20E41; an input kernel: env_mm_r2rr
+    # task 0, 0xE21).
     scratch = t.runtime_weights and t.head("KBase0") in scratch_slots
     channel = (0xE00 if t.runtime_weights else 0) | (0x40 if scratch else 0x20) | t.tid << 16
-    enabled = channel | int(t.weights)
     for i in range(16):
-        _put(out, base + 0x18 + 4 * i, enabled, default=0x20)
+        on = t.weights and t(f"kernel_dma_src.CoeffDMAConfig[{i}].En")
+        _put(out, base + 0x18 + 4 * i, channel | int(bool(on)), default=0x20)
     if t.lut:
         for offset in (0xD8, 0xDC, 0xE0):
             _put(out, base + offset, channel, default=0x20)
