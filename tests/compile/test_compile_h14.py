@@ -81,3 +81,18 @@ def test_report_counts_the_programs_compile_writes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert f", {manifest_segments} segment(s)" in text.splitlines()[0]
     assert written > 5 and "cut into several programs" in text and "LUTs and weights" in text
+
+
+def test_bundled_model_compiled_for_h14_runs_like_its_source(tmp_path):
+    """The whole bundled MobileNetV2 for H14, run in the simulator (whose H14 path is checked on
+    Apple's H14 programs, tests/sim/test_sim_h14.py), against the model's own math (`reference`,
+    the numpy evaluator of the source model) on the same deterministic inputs."""
+    from coreml2hwx.commands.compile import EXAMPLE
+
+    out = tmp_path / "out"
+    assert main([str(EXAMPLE), "-o", str(out), "--target", "h14"]) == 0
+    assert main(["run", str(out), "--output-dir", str(tmp_path / "sim")]) == 0
+    assert main(["reference", str(EXAMPLE), "--output-dir", str(tmp_path / "ref")]) == 0
+    (got,) = [np.load(p).astype(np.float64).ravel() for p in (tmp_path / "sim").glob("*.npy")]
+    (want,) = [np.load(p).astype(np.float64).ravel() for p in (tmp_path / "ref").glob("*.npy")]
+    assert got @ want / np.linalg.norm(got) / np.linalg.norm(want) > 0.999
