@@ -153,8 +153,13 @@ def residual(ctx, act, add) -> list:
         raise UnsupportedError(f"{act.type} + add residual {_dims(x.shape)}: batch > 1 is not "
                                "supported on h13 yet", where=where(add))
     if act.type == "relu":
-        raise UnsupportedError("x + relu(x): Apple folds it into one task whose encoding is not "
-                               "known yet", where=where(add))
+        # One PE add fetching x twice, L2Cfg bit 4 set: the relu of one operand happens on its
+        # way into the PE (upstream env_chain_residual_relu_1x768x1x1: one task, one input
+        # descriptor, otherwise the `binary_add_*` task).
+        spec = elementwise.binary_same_shape(ctx, add, inputs=(act.inputs[0], act.inputs[0]),
+                                          shared_source=True)
+        spec.set("l2.L2Cfg", Bit4=1)
+        return [spec]
     table = activation.table_of(act)
     if x.shape[2:] == (1, 1):
         producer, staged = operand.lut_vector(ctx, act.name, x, table, keep_source=True)

@@ -71,6 +71,11 @@ def exe_cycles(spec) -> int:
     for surface, channels in ((spec.src1, cin), (spec.src2, cin), (spec.dst, cout)):
         if surface is not None:
             total += view_cost(surface, channels)
+    if spec.is_ne and spec.src1 is not None and spec.src1.w == 1 and spec.dst is not None \
+            and spec.src2 is None and cout == 1 < cin:
+        # an NE task folding C channels of a W = 1 source into one pays the source twice
+        # (upstream reduce_probe_max_ax1_1x{512,4096}x1x1: ExeCycles 2 and 18)
+        total += view_cost(spec.src1, cin)
     if spec.is_ne and spec.dst is None and spec.src1 is not None and spec.src1.w == 1:
         # an NE task leaving its result in L2 pays a W = 1 source twice (x kept for the next
         # task too: env_chain_residual_*_1x768x1x1; pow's copy and log2 of z, x: upstream

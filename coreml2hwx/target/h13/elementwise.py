@@ -51,8 +51,12 @@ def pe_arith(spec: TaskSpec, op_fields: dict, *, scale=1.0, bias=0.0, prescale=1
     spec.set("pe.FinalScale", FinalScale=final)
 
 
-def binary_same_shape(ctx, op, relu=False, inputs=None, output=None) -> TaskSpec:
-    """x (op) z with both operands DRAM inputs of the output's shape: one PE task."""
+def binary_same_shape(ctx, op, relu=False, inputs=None, output=None,
+                      shared_source=False) -> TaskSpec:
+    """x (op) z with both operands DRAM inputs of the output's shape: one PE task.
+    `shared_source`: both operands are one tensor; its second copy is staged right after the
+    first, not moved off the bank start (upstream env_chain_residual_relu_1x768x1x1: Src2Base
+    0x302 units where `binary`/`env_bcast_add_1x768x1x1_runtime_1x768x1x1` use 0x304)."""
     x, z = (ctx.surface(name) for name in (inputs or op.inputs))
     y = ctx.surface(output or op.outputs[0])
     n, c, h, w = y.shape
@@ -70,7 +74,7 @@ def binary_same_shape(ctx, op, relu=False, inputs=None, output=None) -> TaskSpec
     S.dram_source2(spec, z)
     S.dram_dest(spec, y)
     l2.source(spec, base=0, channels=c, width=w, row=row, channel_stride=pe_channel(w))
-    src2 = l2.UNIT * l2.second_source_base(tile * row // l2.UNIT)
+    src2 = tile * row if shared_source else l2.UNIT * l2.second_source_base(tile * row // l2.UNIT)
     row2 = l2.source2(spec, base=src2, channels=c, width=w, row=row, channel_stride=pe_channel(w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
     l2.result(spec, base=src2 + tile * row2)

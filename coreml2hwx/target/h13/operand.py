@@ -99,7 +99,9 @@ def stage_constant(ctx, name: str, rows: np.ndarray, broadcast: int) -> tuple[Ta
     spec = _ne_task(name, 1, h, w, active_ne=0)
     spec.first_fetch_is_bypass = True
     ch = l2_channel_stride(w)
-    row_r = ch if h == 1 else pe_row(1, w)
+    # rows of a staged constant are padded like any PE row, wide ones too (no 0x400 cap: upstream
+    # env_bcast_add_1x768x8x8_blob_1x768x1x1 stages [z; 1] at a 0x610 row stride)
+    row_r = ch if h == 1 else l2.UNIT * l2.pe_row_stride(ch // l2.UNIT)
     _keep_result(spec, channel=ch, row=row_r, depth=ch)
     base = h * row_r
     staged = min(ch, STAGING_CHANNEL_CAP)

@@ -10,6 +10,9 @@
 * over C, H and W: the same PE task viewing the tensor as one channel of C rows by W, with H as
   depth (`reduce_probe_sum_ax1_2_3_1x128x16x16`);
 * max over C: one NE task (MACCfg OpMode 3, UnicastCin = C, one NE): `reduce_max_axes_1`;
+* sum / mean of [1, C, 1, 1] over C: the C x H x W task above (upstream
+  `reduce_probe_mean_ax1_1x4096x1x1`); over axes of size 1: one NE copy (upstream
+  `reduce_probe_sum_ax1_1x1x1x64`);
 * over H alone: NE copy with channels and rows swapped, a PE reduction over each pixel's H
   values, an NE copy back out (upstream `reduce_probe_sum_ax2_1x{64x8x8,32x4x4}`);
 * sum / mean over C: an NE copy that transposes each pixel's channels into L2 (8 NEs, Cfg bit 28),
@@ -24,7 +27,7 @@ from coreml2hwx.target.h13.activation import NE_BYPASS, ne_row, sh_max
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
-from coreml2hwx.target.h13.operand import CHANNEL_VECTOR
+from coreml2hwx.target.h13.operand import CHANNEL_VECTOR, _ne_task as _ne_copy_task
 from coreml2hwx.target.h13.spec import TaskSpec
 
 REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max"}
@@ -47,7 +50,16 @@ def lower_reduce(ctx, op) -> list:
     if n != 1 or rank != 4:
         raise UnsupportedError(f"{desc}: only rank-4 inputs with batch 1 are supported on h13 yet",
                                where=where(op))
-    keep = bool(op.attrs.get("keep_dims"))
+    # Over C (and H, W) the result surface is [1, 1, H, W] with or without keep_dims, and so is
+    # the program (upstream reduce_probe_{sum,max}_ax1_1x512x1x1_flat).
+    keep = bool(op.attrs.get("keep_dims")) or axes in ((1,), (1, 2, 3))
+    if all(x.shape[a] == 1 for a in axes):
+        return [copy(ctx, op, x, y)]
+    if axes == (1,) and h == w == 1 and op.type != "reduce_max":
+        # [1, C, 1, 1] over C is the C x H x W reduction: one PE task over C rows, the result
+        # surface the same with or without keep_dims (upstream
+        # reduce_probe_sum_ax1_1x512x1x1_flat).
+        return [whole(ctx, op, x, y)]
     if axes == (2, 3) or (axes == (3,) and h == 1):
         # The flattened form is observed for reduce_max; sum and mean differ from it only in
         # the PE operation, as their keep_dims forms differ from max's (reduce_*_axes_2_3).
@@ -64,6 +76,20 @@ def lower_reduce(ctx, op) -> list:
         return channel_sum(ctx, op, x, y)
     raise UnsupportedError(f"{desc} keep_dims={keep}: this reduction is not supported on h13 yet",
                            where=where(op))
+
+
+def copy(ctx, op, x, y) -> TaskSpec:
+    """A reduction over axes of size 1 is a copy: one NE bypass task, DRAM to DRAM (upstream
+    reduce_probe_sum_ax1_1x1x1x64: DebugLogEvents 0x6A like the other bypass-first tasks)."""
+    _, c, h, w = x.shape
+    spec = _ne_copy_task(op.name, c, h, w, active_ne=0)
+    spec.first_fetch_is_bypass = True
+    S.dram_source(spec, x)
+    row = l2.source(spec, base=0, channels=c, width=w, row=ne_row(c, h, w))
+    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
+    l2.result(spec, base=h * row)
+    S.dram_dest(spec, y)
+    return spec
 
 
 def _pe_task(op, *, cin, hin, win, tile, task_type="reduce"):
@@ -128,7 +154,11 @@ def whole(ctx, op, x, y) -> TaskSpec:
     pe_arith(spec, fields, final=final)
     if op.type == "reduce_max":
         spec.set("l2.L2Cfg", PaddingMode=1)
-    S.dram_source(spec, x, row=x.plane, plane=x.batch, depth=x.row, group=x.batch)
+    if h == w == 1:
+        # the C rows are x's own channels: x's own strides (reduce_probe_sum_ax1_1x512x1x1_flat)
+        S.dram_source(spec, x)
+    else:
+        S.dram_source(spec, x, row=x.plane, plane=x.batch, depth=x.row, group=x.batch)
     ch = l2_channel_stride(w)
     row = pe_row(h, w)
     l2.source(spec, base=0, channels=1, width=w, row=row)

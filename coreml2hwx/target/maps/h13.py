@@ -61,7 +61,8 @@ COMMON = Block("common", 0x00000, 16, (
 _L2_CFG = dict(AliasConvSrc=4, AliasConvRslt=5, DMAFmt=(7, 6), DMAInterleave=(11, 8),
                DMACmpVec=(15, 12), DMAOffsetCh=(18, 16), AliasPlanarSrc=20, AliasPlanarRslt=22)
 L2 = Block("l2", 0x04800, 18, (
-    reg("L2Cfg", 0x00, PRINTER, "PaddingMode 1 in max reductions", InputReLU=0, PaddingMode=(3, 2)),
+    reg("L2Cfg", 0x00, PRINTER, "PaddingMode 1 in max reductions", InputReLU=0, PaddingMode=(3, 2),
+        Bit4=spec(4, ev=SEEN)),  # 1: x + relu(x) in one PE add (upstream env_chain_residual_relu_*)
     reg("SourceCfg", 0x04, PRINTER, SourceType=(1, 0), Dependent=(3, 2), **_L2_CFG,
         Bit24=spec(24, ev=SEEN)),  # = header RBE1: the second source comes by DMA (census 98/98)
     reg("SourceBase", 0x08, PRINTER, Addr=(20, 4)),
