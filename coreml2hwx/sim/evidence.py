@@ -48,6 +48,9 @@ RULES: list[tuple[str, object, str]] = [
                                                           "4 bias/scale rows, 5 reduce, 6 "
                                                           "layer_norm variance"),
     ("tile_dma_dst.DMAConfig.Bits25_10", frozenset({0, 0x100, 0x3100}), "eiln ceil/atan; unknown"),
+    # L2Cfg bit 4: a relu on one operand on its way into the PE (upstream
+    # env_chain_residual_relu_1x768x1x1 / _1x64x8x8: y = x + relu(x) as one PE add of x and x).
+    ("l2.L2Cfg.Bit4", frozenset({False, True}), "upstream env_chain_residual_relu_*"),
     ("*.Bit[0-9]*", frozenset({0, False}), "0 in every Apple task"),
     ("*.Bits[0-9]*", frozenset({0}), "0 in every Apple task"),
     # -- header (ane-facts §2.2) ------------------------------------------------------------------

@@ -124,7 +124,10 @@ class Task:
             if two != pe.needs_second(p.kind):
                 raise self.f.fail(f"a type-{p.kind} PE task with{'' if two else 'out'} a second "
                                   "operand: never seen")
-            out = pe.run(p, a, self.source2() if two else None)
+            b = self.source2() if two else None
+            if self.f.get("l2.L2Cfg.Bit4"):
+                b = self._relu_operand(p, a, b)
+            out = pe.run(p, a, b)
         return self.result(out.astype(np.float16))
 
     def _check_engine(self):
@@ -196,6 +199,17 @@ class Task:
                 want[axis] = 1
         data = self.l2.get(place, want, f"{f.where}: source 2")
         return np.broadcast_to(data, shape)
+
+    def _relu_operand(self, p, a, b):
+        """L2Cfg bit 4: one operand passes a relu on its way into the PE.  Apple's programs
+        (upstream env_chain_residual_relu_*) add x to x this way, so which operand it is cannot
+        be told apart there: only equal operands of a PE add are accepted."""
+        if b is None or p.kind != 3 or p.op != 0 or p.second != 2:
+            raise self.f.fail("l2.L2Cfg.Bit4 outside a two-operand PE add: never seen")
+        if not np.array_equal(a, b):
+            raise self.f.fail("l2.L2Cfg.Bit4 with two different operands: which one passes the "
+                              "relu is not pinned (Apple's programs add x to x)")
+        return np.maximum(b, 0)
 
     def _check_format(self, path, allowed):
         word = self.f.word(path)
