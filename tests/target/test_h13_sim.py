@@ -88,6 +88,28 @@ EXTRA = [
         'tensor<fp16, [1, 64, 8, 1]> y = reduce_sum(x = x, axes = axes, keep_dims = bool(true))'
         '[name = string("y")];'], "y")},
 ]
+# Sum / mean over C of one row (upstream reduce_probe_{sum,mean}_ax1_1x{8x1x64,64x1x64}: the
+# matmul-style transposed copy kept in L2, then a PE reduction of each pixel's C values).
+for _op, _c, _w in (("reduce_sum", 8, 64), ("reduce_mean", 64, 64), ("reduce_sum", 8, 128)):
+    EXTRA.append({"case": f"{_op}_ax1_1x{_c}x1x{_w}", "mil": _mil(
+        f"tensor<fp16, [1, {_c}, 1, {_w}]> x", [
+            'tensor<int32, [1]> axes = const()[name = string("axes"), val = tensor<int32, [1]>([1])];',
+            f'tensor<fp16, [1, 1, 1, {_w}]> y = {_op}(x = x, axes = axes, keep_dims = bool(true))'
+            '[name = string("y")];'], "y")})
+# ... and after another op (its intermediate takes the scratch slot the one-row form names, so the
+# transposing form is used)
+_X = "tensor<fp16, [1, 8, 1, 64]>"
+EXTRA.append({"case": "relu_reduce_sum_ax1_1x8x1x64", "mil": _mil(f"{_X} x", [
+    f'{_X} r = relu(x = x)[name = string("r")];',
+    'tensor<int32, [1]> axes = const()[name = string("axes"), val = tensor<int32, [1]>([1])];',
+    'tensor<fp16, [1, 1, 1, 64]> y = reduce_sum(x = r, axes = axes, keep_dims = bool(true))'
+    '[name = string("y")];'], "y")})
+# Rows wider than 128 elements on fewer than 16 channels (upstream binary_{pow,real_div}_1x3x224x224:
+# 4 NEs, 3 LUT channels, the source staged in 0x100-byte channels).
+_R = "tensor<fp16, [1, 3, 224, 224]>"
+for _op in ("pow", "real_div"):
+    EXTRA.append({"case": f"{_op}_1x3x224x224", "mil": _mil(f"{_R} x, {_R} z", [
+        f'{_R} y = {_op}(x = x, y = z)[name = string("y")];'], "y")})
 
 
 @pytest.mark.parametrize("case", EXTRA, ids=case_id)

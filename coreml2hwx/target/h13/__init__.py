@@ -47,8 +47,11 @@ def lower_specs(graph: Graph):
             continue
         specs.extend(lower_op(ctx, ops[i]))
         i += 1
-    if ctx.scratch and any(op.type in ("matmul", "linear") for op in ops):
-        raise UnsupportedError("a matmul/linear transposed copy names the DRAM scratch slot 3 that "
+    # A transposed copy kept in L2 names the scratch slot 3 without writing it (WBE, no tile DMA
+    # destination): matmul's, and reduce over C of one row (upstream reduce_probe_sum_ax1_1x8x1x64).
+    names_scratch = any(s.header.get("WBE") and s.dst is None for s in specs)
+    if ctx.scratch and (names_scratch or any(op.type in ("matmul", "linear") for op in ops)):
+        raise UnsupportedError("a transposed copy kept in L2 names the DRAM scratch slot 3 that "
                                "chained intermediates need too: not combined on h13 yet")
     return ctx, specs
 

@@ -59,13 +59,20 @@ def ne_common(spec: TaskSpec, *, active_ne: int, tile_height: int, width: int):
 def sh_max(height: int, width: int) -> int:
     """Common.Cfg ShMax of an NE task without weights: min(log2 H, log2(128 / W)) - 0 at 1x1,
     3 at 8x8 and 16x16, 2 at 32x32 (`unary_*`, `env_act_*`: 5 shapes)."""
+    if l2.wide_row(width):
+        # rows over 128 elements: 0 at H = 2 (binary_add_c512_constant_blob task 0), 2 at H = 224
+        # (upstream binary_{pow,real_div}_1x3x224x224, every NE task); fitted to these two only
+        return min(WIDE_ROW_SH_MAX, max(0, height.bit_length() - 2))
     return max(0, min(height.bit_length() - 1, (128 // width).bit_length() - 1))
+
+
+WIDE_ROW_SH_MAX = 2
 
 
 def ne_row(channels: int, height: int, width: int) -> int:
     """L2 row bytes of an NE task's source: unpadded when the task has one row, else
     `l2.ne_row_stride` (`unary_*` 1x1, `env_act_*` 8x8 ... 32x32)."""
-    ch = l2_channel_stride(width) // l2.UNIT
+    ch = min(l2_channel_stride(width), l2.NE_CHANNEL_CAP) // l2.UNIT
     if height == 1:
         return channels * ch * l2.UNIT
     return l2.UNIT * l2.ne_row_stride(channels * ch, ch)

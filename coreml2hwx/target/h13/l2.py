@@ -71,6 +71,16 @@ def conv_row_stride(units: int) -> int:
     return row
 
 
+NE_CHANNEL_CAP = 0x100  # an NE task's source channel holds at most 128 elements (census §6.2: every
+# NE task with W >= 256; upstream binary_{pow,real_div}_1x3x224x224: 0x100 for W = 224); PE tasks keep
+# the whole row (binary_add_1x3x224x224: 0x1c0)
+
+
+def wide_row(width: int) -> bool:
+    """A row of more than 128 elements: an NE task stages it over several capped channels."""
+    return l2_channel_stride(width) > NE_CHANNEL_CAP
+
+
 WIDE_CHANNEL_UNITS = 8  # 128-byte channels: an NE source row needs no pad (`ne_row_stride`)
 
 
@@ -114,6 +124,8 @@ def source(spec, *, base, channels, width, row=None, channel_stride=None):
     """Source 1 staged at `base` (bytes); `row` defaults to the unpadded channels' bytes.
     Returns the row stride in bytes."""
     ch = channel_stride or l2_channel_stride(width)
+    if channel_stride is None and spec.is_ne:
+        ch = min(ch, NE_CHANNEL_CAP)
     row = row or channels * ch
     spec.set("l2.SourceBase", Addr=base // 16)
     spec.set("l2.SourceChannelStride", Stride=ch // 16)

@@ -69,8 +69,15 @@ def _keep_result(spec, *, channel, row, depth):
 
 def active_engines(channels: int) -> int:
     """log2 of the NEs a copy task uses: 16 for 16+ channels, 1 for one channel (0 -> ActiveNE 0:
-    `..._runtime_1x1x8x8` and the constant staging tasks; 4 for 64 channels)."""
-    return min(4, max(channels, 1).bit_length() - 1)
+    `..._runtime_1x1x8x8` and the constant staging tasks; 4 for 64 channels); enough NEs for
+    every channel: 4 for 3 channels (upstream `binary_{pow,real_div}_1x3x224x224`: ActiveNE 2)."""
+    return min(4, (max(channels, 1) - 1).bit_length())
+
+
+def lut_channels(channels: int) -> int:
+    """Kernel channels fetching a 16-NE LUT task's table: one per channel up to 16 (3 at C = 3:
+    upstream `binary_{pow,real_div}_1x3x224x224`, constant section 3 x 128 bytes per table)."""
+    return min(channels, 16)
 
 
 def stage_runtime(ctx, name: str, z: Surface, x_shape) -> tuple[TaskSpec, Operand]:
@@ -146,7 +153,7 @@ def lut_surface(ctx, name: str, x: Surface, table: bytes, *, keep_source: bool
     Keeping the input for the PE task (x + f(x), upstream `env_chain_residual_gelu_1x64x8x8`)
     stages it with PE rows too and sets ShPref = ShMin = ShMax = 4."""
     _, c, h, w = x.shape
-    spec = _ne_task(name, c, h, w, active_ne=4)
+    spec = _ne_task(name, c, h, w, active_ne=active_engines(c))
     spec.set("ne.MACCfg", NonlinearMode=2)
     row, channel = pe_row(c, w), pe_channel(w)
     _keep_result(spec, channel=channel, row=row, depth=c * channel)
@@ -158,7 +165,7 @@ def lut_surface(ctx, name: str, x: Surface, table: bytes, *, keep_source: bool
         spec.set("common.Cfg", ShPref=4, ShMin=4, ShMax=4)
         spec.kept_source = True
     S.dram_source(spec, x)
-    lut_fetch(ctx, spec, table, 16)
+    lut_fetch(ctx, spec, table, lut_channels(c))
     return spec, Operand(channel, row, c * channel, 0, h * row, source_row=source_row,
                          kept_source=keep_source)
 
@@ -208,14 +215,14 @@ def power_tasks(ctx, name: str, x: Surface, z: Surface, y: Surface) -> list:
                                                               l2_channel_stride(w) // l2.UNIT)
     source_row = ne_row(c, h, w)
 
-    copy = _ne_task(name, c, h, w, active_ne=4)
+    copy = _ne_task(name, c, h, w, active_ne=active_engines(c))
     copy.first_fetch_is_bypass = True
     _keep_result(copy, channel=pair, row=row, depth=c * pair)
     l2.source(copy, base=h * row, channels=c, width=w, row=source_row)
     copy.set("l2.SourceCfg", **l2.SOURCE_STREAM)
     S.dram_source(copy, z)
 
-    log = _ne_task(name, c, h, w, active_ne=4)
+    log = _ne_task(name, c, h, w, active_ne=active_engines(c))
     log.set("ne.MACCfg", NonlinearMode=2)
     l2.source(log, base=h * row, channels=c, width=w, row=source_row)
     log.set("l2.SourceCfg", SourceType=2, DMAFmt=1, DMAInterleave=1)
@@ -223,20 +230,24 @@ def power_tasks(ctx, name: str, x: Surface, z: Surface, y: Surface) -> list:
     log.set("l2.ResultCfg", AliasConvSrc=0, AliasConvRslt=0, AliasPlanarSrc=0, AliasPlanarRslt=0)
     log.set("l2.ResultBase", Addr=l2_channel_stride(w) // 16)
     S.dram_source(log, x)
-    lut_fetch(ctx, log, lut.log2(), 16)
+    lut_fetch(ctx, log, lut.log2(), lut_channels(c))
 
     exp = TaskSpec(name, "ne")
     S.dims(exp, 2 * c, h, w, c, h, w)
     S.conv_cfg(exp)
     S.group_cfg(exp, unicast=True, unicast_cin=2, elem_mult=True)
     exp.set("common.TileCfg", TileHeight=h)
-    exp.set("common.Cfg", ActiveNE=4, ShPref=1, ShMin=1, ShMax=max(1, sh_max(h, w)))
+    exp.set("common.Cfg", ActiveNE=active_engines(c), ShMax=sh_max(h, w))
+    if not l2.wide_row(w):  # ShPref = ShMin = 1, ShMax >= 1 (binary_pow_1x64x1x1, upstream
+        # ..._1x128x16x16); all three clear but ShMax at W = 224 (upstream ..._1x3x224x224)
+        exp.set("common.Cfg", ShPref=1, ShMin=1, ShMax=max(1, sh_max(h, w)))
     exp.set("common.DPE", Category=2)
     exp.set("ne.MACCfg", OpMode=2, KernelMode=1, NonlinearMode=2)
-    l2.source(exp, base=0, channels=2 * c, width=w, row=row)
+    # the pairs the first two tasks left in L2: whole rows, not the capped NE staging
+    l2.source(exp, base=0, channels=2 * c, width=w, row=row, channel_stride=l2_channel_stride(w))
     exp.set("l2.Src1GroupStride", Value=0)
     exp.set("l2.SourceCfg", AliasConvRslt=1, DMAInterleave=1)
     l2.result(exp, base=h * row, cfg=RESULT_LAST)
     S.dram_dest(exp, y)
-    lut_fetch(ctx, exp, lut.exp2(), 16)
+    lut_fetch(ctx, exp, lut.exp2(), lut_channels(c))
     return [copy, log, exp]

@@ -16,13 +16,14 @@
 * over H alone: NE copy with channels and rows swapped, a PE reduction over each pixel's H
   values, an NE copy back out (upstream `reduce_probe_sum_ax2_1x{64x8x8,32x4x4}`);
 * sum / mean over C: an NE copy that transposes each pixel's channels into L2 (8 NEs, Cfg bit 28),
-  then a PE reduction over them (`reduce_mean_axes_1`).
+  then a PE reduction over them (`reduce_mean_axes_1`); of a one-row [1, C, 1, W]: the matmul
+  transposed-copy form instead (`channel_sum_row`, upstream `reduce_probe_sum_ax1_1x8x1x64`).
 """
 
 from __future__ import annotations
 
 from coreml2hwx.errors import UnsupportedError
-from coreml2hwx.target.h13 import cost, l2, spec as S
+from coreml2hwx.target.h13 import cost, l2, matmul, spec as S
 from coreml2hwx.target.h13.activation import NE_BYPASS, ne_row, sh_max
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
@@ -73,6 +74,8 @@ def lower_reduce(ctx, op) -> list:
     if axes == (1,) and keep:
         if op.type == "reduce_max":
             return [channel_max(ctx, op, x, y)]
+        if h == 1 and c <= matmul.MAX_TRANSPOSED_ROWS and not _chained(ctx):
+            return channel_sum_row(ctx, op, x, y)
         return channel_sum(ctx, op, x, y)
     raise UnsupportedError(f"{desc} keep_dims={keep}: this reduction is not supported on h13 yet",
                            where=where(op))
@@ -225,6 +228,51 @@ def channel_sum(ctx, op, x, y) -> list:
     total.set("l2.ConvResultRowStride", Stride=pixel // 16)
     total.set("l2.ResultDepthStride", Value=16)
     S.dram_dest(total, y, row=y.batch, plane=y.batch, depth=y.batch, group=y.row)
+    total.set("tile_dma_dst.DMAConfig", L2BfrMode=0)
+    return [copy, total]
+
+
+ROW_SHIFT_WIDTH = 64  # widest W with ShMin 1 on the transposed copy (see `channel_sum_row`)
+
+
+def _chained(ctx) -> bool:
+    """Whether the graph has intermediates, which take the DRAM scratch slot 3 that the one-row
+    form names (then the transposing form above is used: it computes the same sum)."""
+    consumers = ctx.graph.consumers()
+    return any(name in consumers and name not in ctx.slots for name in ctx.graph.producers())
+
+
+def channel_sum_row(ctx, op, x, y) -> list:
+    """Sum / mean over C of a one-row [1, C, 1, W]: Apple's transposed copy of the two-task matmul
+    form (`matmul.transpose_rows`: W pixels of C values, channel stride 16 * (units | 1), ActiveNE 4,
+    the scratch slot 3 named but not written), then one PE reduction over each pixel's C values
+    that reads them as `matmul.read_transposed_copy` does (upstream
+    `reduce_probe_sum_ax1_1x{8x1x64,8x1x128,64x1x64}`)."""
+    _, c, _, w = x.shape
+    copy = matmul.transpose_rows(ctx, op, x, c, w)
+    # ShMin 1 at W = 64, 0 at W = 128 (upstream ..._1x8x1x64 / _1x8x1x128); ShPref = ShMax = 3
+    # only for C <= 8 as in the matmul copy (clear at ..._1x64x1x64)
+    if c <= matmul.MAX_ROWS and w <= ROW_SHIFT_WIDTH:
+        copy.set("common.Cfg", ShMin=1)
+    S.dram_source(copy, x)
+
+    total = TaskSpec(op.name, "pe")
+    S.dims(total, w, 1, c, w, 1, c)
+    S.conv_cfg(total)
+    S.group_cfg(total)
+    pe_common(total, task_type="reduce", width=c, tile_height=1)
+    total.set("common.Unk30", Value=FLAT_RESULT)
+    fields, final = _pe_op(op, c)
+    pe_arith(total, fields, final=final)
+    matmul.read_transposed_copy(total, w, c)
+    total.set("l2.ResultCfg", ResultType=1, L2BfrMode=0)
+    # each result value one output row apart (0x80 at W = 64, 0x100 at W = 128)
+    out_row = l2_channel_stride(w)
+    total.set("l2.ConvResultChannelStride", Stride=out_row // 16)
+    total.set("l2.ConvResultRowStride", Stride=out_row // 16)
+    total.set("l2.ResultDepthStride", Value=out_row)
+    total.set("l2.ResultGroupStride", Value=out_row)
+    S.dram_dest(total, y)
     total.set("tile_dma_dst.DMAConfig", L2BfrMode=0)
     return [copy, total]
 
