@@ -22,8 +22,6 @@ CASES = [load_json(p) for p in oracle_files("h14")]
 NOT_YET: dict[str, str] = {
     "binary_real_div_1x64x1x1": "task 0 L2 source row stride 0x450 (H13 0x400): not derived",
     "env_conv_k3_c64_n64_s16_st2_g1_bias0": "one byte of the zero-skipping weight header",
-    "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": "tasks 1 and 2: Common.Cfg, OCGSize, GroupConvCfg and "
-                                          "L2 Source/ResultCfg differ (test_h14_registers R3RR)",
 }
 
 

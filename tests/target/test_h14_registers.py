@@ -37,13 +37,9 @@ COMPILED = sorted(name for name, case in CASES.items() if not case["error"])
 TASK_SIZE = 0x7FF << 16  # Header[0] bits 26:16
 FILLER = (0x1524, 0xDEAD)
 
-R3RR = ("task 1 (Common.Cfg 0x30221201, OCGSize 2, GroupConvCfg 0x44001, SourceCfg 0x142, "
-        "ResultCfg 0x400140) and task 2 (Cfg 0x20200005) differ from our H13 lowering's "
-        "runtime x runtime matmul, whose H13 twin is not in ../shared")
 NOT_YET = {
     "headers": {},
     "writes": {
-        "env_mm_r3rr_m64_k64_n64_tx0_ty1_b1": R3RR,
         "binary_real_div_1x64x1x1": "task 0 (8-NE LUT task on H13): H14's L2 SourceRowStride "
                                     "0x450 (H13 0x400) is not derived",
     },

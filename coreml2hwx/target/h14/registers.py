@@ -20,7 +20,11 @@ rebuilds from the H13 register state of every task, and a few placement choices:
   matrix-vector tasks (`small_source_shift`, `vector_conv`); a PE result kept in L2 loses its
   DMA format (`pe_result_in_l2`); a source broadcast along C is Dependent with no channel stride
   (`src1_channel_broadcast`); scratch surfaces get their own cache hints (`dst_hint`,
-  `kernel_dma`).
+  `kernel_dma`); a vector H13 reads back through the scratch slot is a dependent L2 read
+  (`vector_read`, `channel_sum_of_vector`, `exe_cycles`); the transposing copy of a matmul
+  unicasts Cin / 16 channels per NE (`transposing_copy`); matrix-vector and runtime products are
+  in SmallSourceMode by K (`matvec`); an NE task's partial L2 alias hints lose their conv
+  aliases (`conv_alias_free`); KernelCfg has no DisallowAbort bit (`ne`).
 
 Evidence beyond ../shared: upstream H14 oracles (joshuaswarren/mil-hwx-compiler
 research/oracles/h14, same compiler build unless noted), cited by case name; the words read off
@@ -70,6 +74,7 @@ class Task13:
         self.index = index
         self.header = header
         self.state = state
+        self.previous: Task13 | None = None  # the task before it in the program
 
     def __call__(self, path: str):
         return H13.get(self.state, path, 0)
@@ -146,8 +151,11 @@ def h13_tasks(program13: Program) -> list[Task13]:
     if program13.target != "h13":
         raise UnsupportedError(f"h14 re-encoding takes an h13 program, got {program13.target}",
                                where=program13.name)
-    return [Task13(i, list(task.header), dict(state))
-            for i, (task, state) in enumerate(program13.states())]
+    tasks = [Task13(i, list(task.header), dict(state))
+             for i, (task, state) in enumerate(program13.states())]
+    for before, task in zip(tasks, tasks[1:]):
+        task.previous = before
+    return tasks
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,7 +165,7 @@ def h13_tasks(program13: Program) -> list[Task13]:
 def header(t: Task13, live: int) -> list[int]:
     words = map14.HEADER.encode({
         "TID": t.tid,
-        "ExeCycles": t.head("ExeCycles"),
+        "ExeCycles": exe_cycles(t),
         "LogEvents": t.head("LogEvents") - 0x400,  # 38/38
         "Exceptions": t.head("Exceptions"),
         "DebugLogEvents": debug_log_events(t),
@@ -170,6 +178,19 @@ def header(t: Task13, live: int) -> list[int]:
     return words
 
 
+VECTOR_READ_CYCLES = (3, 4096)  # ExeCycles of a `vector_read`: 3 per 4096 values, rounded down
+
+
+def exe_cycles(t: Task13) -> int:
+    """Header ExeCycles: H13's, but for a `vector_read`, which H13 prices at 0 (its read goes
+    through the scratch declaration) and H14 at 3 C / 4096 rounded down over its C = Win values -
+    a fit to upstream h14norm_softmax_a1_1x{1024,2048,4096}x1x1 task 2: 0, 1, 3."""
+    if vector_read(t):
+        per, values = VECTOR_READ_CYCLES
+        return per * t("common.InDim.Win") // values
+    return t.head("ExeCycles")
+
+
 EXPONENT_LOG = 0x2000  # DebugLogEvents bit 13
 
 
@@ -178,10 +199,12 @@ def debug_log_events(t: Task13) -> int:
     its input's exponent (`h13.assemble`); H14 keeps the clear bit (real_div, pow, rsqrt upstream:
     0xFFD868 / 0xFFD800) except in a LUT task in SmallSourceMode over several rows (upstream
     h14norm_softmax_a1_1x64x8x8 task 3, the reciprocal of the channel sum over 8 rows: H13
-    0xFFD800, H14 0xFFF800; the same task of the one-pixel h14norm_softmax_a1_1x1024x1x1 keeps
-    0xFFD800)."""
+    0xFFD800, H14 0xFFF800; so over the 64 pixels of one row of h14norm_softmax_a1_1x8x1x64 task
+    3, SmallSourceMode by `lut_channel_sum`; the same task of the one-pixel
+    h14norm_softmax_a1_1x1024x1x1 keeps 0xFFD800)."""
     debug = t.head("DebugLogEvents") & ~2
-    if t.lut and t("common.Cfg.SmallSourceMode") and t.rows_out > 1:
+    small_source = H13.get({CFG13: cfg_word(t)}, "common.Cfg.SmallSourceMode")
+    if t.lut and small_source and t.rows_out * t("common.OutDim.Wout") > 1:
         debug |= EXPONENT_LOG
     return debug
 
@@ -206,7 +229,12 @@ def live_outs(tasks: list[Task13]) -> dict[int, int]:
             continue
         mask = 0
         for producer, last, start, end in buffers:
-            if producer <= t.index <= last + 1:
+            # a `vector_read` waits for the vector its predecessor wrote: the predecessor's
+            # sources are not kept past it (upstream h14norm_softmax_a1_1x{2048,4096}x1x1 task 2:
+            # x, last read by task 1, no longer counts: LiveOuts 1 and 3 where x's regions
+            # would give 3 and 7)
+            grace = 0 if vector_read(t) else 1
+            if producer <= t.index <= last + grace:
                 first, final = start // LIVE_REGION, max(start, end - 1) // LIVE_REGION
                 mask |= (1 << (final + 1)) - (1 << first)
         out[t.index] = mask or 1
@@ -324,10 +352,21 @@ def spread(t: Task13) -> int | None:
     reduce_mean_axes_1 (1x64x8x8, no LUT) -> 4; here x + gelu(x) at C = 768 -> 8
     (env_chain_residual_gelu_1x768x1x1).  binary_real_div_1x16x1x1 (a later build of the same
     compiler) keeps H13's 8 NEs and UnicastCin 1; C = 32 is not seen."""
-    if not (t.ne and t("common.Cfg.ActiveNE") == EIGHT_NE):
+    if not (t.ne and t("common.Cfg.ActiveNE") == EIGHT_NE) and not transposing_copy(t):
         return None
     unicast = min(MAX_UNICAST, t("common.Cin.Cin") // ENGINES)
     return unicast if unicast >= MIN_SPREAD_UNICAST else None
+
+
+def transposing_copy(t: Task13) -> bool:
+    """The kernel-less NE copy that writes x's rows as channels (Cfg Bit28, matmul task 0), which
+    H13 runs on 16 NEs with one unicast channel each.  H14 unicasts Cin / 16 channels per NE
+    like a `spread` task: upstream matmul_m64_k{256,1024}_n256_ty1 task 0 (Cin 64): UnicastCin
+    4, OCGSize 2, Cfg 0x10200001 -> 0x30220201; at Cin 1 and 8 (matmul_m1_k256_n512_ty1,
+    matmul_m8_k512_n1024_ty1) H13's words stay."""
+    return (t.ne and not t.kernel and bool(t("common.Cfg.Bit28"))
+            and t("common.Cfg.ActiveNE") == ALL_NE and bool(t("common.GroupConvCfg.UnicastEn"))
+            and t("common.GroupConvCfg.UnicastCin") == 1)
 
 
 def narrow_rows(t: Task13) -> bool:
@@ -422,19 +461,48 @@ def cfg_word(t: Task13) -> int:
       matrix the kernel) keeps no Sh* fields: 0x10244405 -> 0x10200005 (matmul_m1_k256_n512_ty1
       task 1; upstream's census of 265 H14 tasks, 36 matvec shapes among them, never shows a
       0x102444xx Cfg, which H13 writes for every K <= 512 matvec);
-    * a 1x1 convolution in SmallSourceMode over more than one row: `small_source_shift`."""
+    * a 1x1 convolution in SmallSourceMode over more than one row: `small_source_shift`;
+    * a matrix-vector task is in SmallSourceMode iff K < 2048, whatever its L2 bytes (H13: the
+      K x M source within 16 KiB): set at K = 256, 1024 with M = 64 (upstream matmul_m64_k256_
+      n256_ty1, matmul_m64_k1024_n256_ty1 task 1: 0x10200001 -> 0x10200005), K = 256, 512 with
+      M = 1, 8 as H13; clear at K = 2048 (env_mm_r2rb_m1_k2048_*, as H13).  Likewise a
+      runtime x runtime product: set at K = 64 (env_mm_r3rr_m64_k64_n64_tx0_ty1_b1 task 2:
+      0x200001 -> 0x20200005), clear at K = 2048 (env_mm_r2rr_m16_k2048_n2048_tx0_ty0);
+    * a `lut_channel_sum` is in SmallSourceMode over at most 8 rows, as a convolution (H13:
+      while a channel row is one 16-byte line, W <= 8): upstream h14norm_softmax_a1 task 3 set
+      at 1x8x1x64 (H13 clear), 1x64x8x8 and 1x{1024,2048,4096}x1x1, clear at 1x128x16x16."""
     cfg = t.word("common.Cfg")
     if t.runtime_weights:
         cfg |= 1 << 29
     sh_max = row_shift(t)
     fields = {"common.Cfg.ShMax": sh_max}
     unicast = spread(t)
-    if unicast is not None:
+    if unicast is not None and t("common.Cfg.ShPref"):
+        # shifts H13 already sets stay (upstream h14norm_layer_norm_ax1_1x64x8x8 tasks 0 and 3,
+        # the channel mean over 8 rows: 0x101c4401 -> 0x30244401)
+        fields = {"common.Cfg.ActiveNE": ALL_NE, "common.Cfg.ShMax": sh_max}
+        cfg |= 1 << 29
+    elif unicast is not None and transposing_copy(t):
+        # ShPref = ShMax = log2(16 / UnicastCin); ShMin log2(128 / W) below 128-byte rows
+        # (`ROW_BYTES`), else H13's 0 - a fit: 0x30220201 at Cin 64 over W = 256, 1024
+        # (matmul_m64_k{256,1024}_n256_ty1), 0x30221201 over W = 64 (the w^T copy, task 1 of
+        # env_mm_r3rr_m64_k64_n64_tx0_ty1_b1)
+        shift = (ENGINES // unicast).bit_length() - 1
+        width = t("common.InDim.Win")
+        narrow = (ROW_BYTES // width).bit_length() - 1 if 0 < width < ROW_BYTES else 0
+        fields = {"common.Cfg.ShPref": shift, "common.Cfg.ShMax": max(shift, sh_max),
+                  "common.Cfg.ShMin": max(narrow, t("common.Cfg.ShMin"))}
+        cfg |= 1 << 29
+    elif unicast is not None:
         channels = t("common.Cin.Cin")
         shift = (ENGINES // unicast).bit_length() - 1 if channels & (channels - 1) == 0 else 0
         fields = {"common.Cfg.ActiveNE": ALL_NE, "common.Cfg.ShPref": shift,
                   "common.Cfg.ShMin": shift, "common.Cfg.ShMax": max(shift, sh_max) if shift else 0}
         cfg |= 1 << 29
+    if matvec(t):
+        fields["common.Cfg.SmallSourceMode"] = int(t("common.Cin.Cin") < MATVEC_LARGE_K)
+    elif lut_channel_sum(t):
+        fields["common.Cfg.SmallSourceMode"] = int(t.rows_out <= SMALL_SOURCE_ROWS)
     cfg = H13.encode(fields, {CFG13: cfg})[CFG13]
     if t("common.Cfg.SmallSourceMode") and t.kernel:
         shift = small_source_shift(t)
@@ -442,6 +510,21 @@ def cfg_word(t: Task13) -> int:
             fields = {f"common.Cfg.{name}": shift for name in SHIFTS}
             cfg = H13.encode(fields, {CFG13: cfg})[CFG13]
     return cfg
+
+
+MATVEC_LARGE_K = 2048
+SMALL_SOURCE_ROWS = 8  # as a convolution's SmallSourceMode (Hout <= 8, `h13.conv.conv_cfg_sh`)
+
+
+def lut_channel_sum(t: Task13) -> bool:
+    """An NE sum over all channels (Cout 1) through a table: softmax's 1 / sum."""
+    return t.lut and t("common.Cout.Cout") == 1 < t("common.Cin.Cin")
+
+
+def matvec(t: Task13) -> bool:
+    """A matrix-vector task: Bit28 with weights (the vector the source, the matrix the kernel),
+    or a runtime x runtime product (its kernel a runtime surface)."""
+    return (bool(t("common.Cfg.Bit28")) and t.weights) or (t.ne and t.runtime_weights)
 
 
 def small_source_shift(t: Task13) -> int | None:
@@ -556,9 +639,17 @@ def l2(t: Task13, out: Writes) -> None:
         _put(out, base + 0x30, result_cfg(t), default=PE_RESULT_CFG_DEFAULT)
         copy(0x34, default=0)   # ResultBase
         if t("common.Cfg.Bits6_4") in PE_REDUCTIONS:
+            # a reduction over groups keeps its group stride, and its channel stride where the
+            # two differ (upstream h14norm_layer_norm_ax1_1x64x8x8 tasks 1 and 4, 8 groups of 8
+            # channels: 0x10 = 0x10, group alone; h14norm_layer_norm_ax3_1x64x8x8 tasks 1 and 3,
+            # 8 groups of 64: channel 0x10, group 0x400)
+            if t.groups > 1:
+                if t("common.Cout.Cout") > 1 and word(0x38) != word(0x44):
+                    copy(0x38)
+                copy(0x44)
             return
     else:
-        copy(0x30)          # ResultCfg
+        out[base + 0x30] = conv_alias_free(t, t.word("l2.ResultCfg"), "l2.ResultCfg", streamed=True)
         _put(out, base + 0x34, result_base(t, row), default=0)
         if t("l2.ResultCfg.ResultType") == FLAT_RESULT:
             # A flat result (keep_dims = false along W) writes all four strides: upstream
@@ -624,11 +715,60 @@ def source_cfg(t: Task13) -> int:
     every matrix-vector task 1 is 0x120 (matmul_m1_k256_n512_ty1; 0x160 never occurs among the
     265 tasks of upstream's H14 census, 0x120 does); SourceType 2 keeps it (0x142, 0x172)."""
     cfg = t.word("l2.SourceCfg")
+    if vector_read(t):
+        return _source_cfg13(Dependent=2, DMAInterleave=1)
+    if channel_sum_of_vector(t):
+        return _source_cfg13(Dependent=1, DMAInterleave=1)
     if t("l2.SourceCfg.SourceType") == 0:
         cfg = H13.encode({"l2.SourceCfg.DMAFmt": 0}, {SOURCE_CFG13: cfg})[SOURCE_CFG13]
+    cfg = conv_alias_free(t, cfg, "l2.SourceCfg", streamed=t("l2.SourceCfg.SourceType") != 0)
     if src1_channel_broadcast(t) and not t("l2.SourceCfg.Dependent"):
         cfg = H13.encode({"l2.SourceCfg.Dependent": 1}, {SOURCE_CFG13: cfg})[SOURCE_CFG13]
     return cfg
+
+
+CONV_ALIASES = ("AliasConvSrc", "AliasConvRslt")
+PLANAR_ALIASES = ("AliasPlanarSrc", "AliasPlanarRslt")
+
+
+def conv_alias_free(t: Task13, cfg: int, register: str, *, streamed: bool) -> int:
+    """An L2 Source/ResultCfg `cfg` of an NE task as H14 writes it: its conv aliases (bits 4, 5)
+    only together with both planar aliases (bits 20, 22), for a source read by DMA and for
+    every result.  Upstream env_mm_r3rr_m64_k64_n64_tx0_ty{0,1}_b1 task 1 (the runtime
+    product's partial planar hints, `h13.matmul.ALIAS_HINTS`): SourceCfg 0x172 -> 0x142,
+    0x100172 -> 0x100142, ResultCfg 0x400170 -> 0x400140, 0x40017a -> 0x40014a; the full set
+    stays (0x500172, 0x500170, 0x50017a in 30-odd NE tasks), and so do PE tasks' (0x172 of
+    the binary_*_constant_blob tasks 1) and an L2 source's (0x120: binary_pow_1x64x1x1 task 2)."""
+    address = H13.field(f"{register}.SourceType" if "Source" in register
+                        else f"{register}.ResultType")[0]
+    if not (t.ne and streamed) or all(H13.get({address: cfg}, f"{register}.{name}", 0)
+                                       for name in PLANAR_ALIASES):
+        return cfg
+    return H13.encode({f"{register}.{name}": 0 for name in CONV_ALIASES}, {address: cfg})[address]
+
+
+def _source_cfg13(**fields) -> int:
+    return H13.encode({f"l2.SourceCfg.{k}": v for k, v in fields.items()}, {})[SOURCE_CFG13]
+
+
+def vector_read(t: Task13) -> bool:
+    """An NE task reading back, as one-value channels, a vector the task before wrote along W:
+    H13 reads it in DMA format through the planar alias (SourceCfg 0x00400140, with a declared
+    scratch read), H14 as the dependent read of the row form (Dependent 2, DMAInterleave 1 =
+    0x108; H13 writes 0x108 for the same exp over rows).  Upstream
+    h14norm_softmax_a1_1x1024x1x1 task 2: 0x00400140 -> 0x108."""
+    return (t.ne and t("l2.SourceCfg.SourceType") == 0 and t("l2.SourceCfg.DMAFmt") == 1
+            and bool(t("l2.SourceCfg.AliasPlanarRslt")))
+
+
+def channel_sum_of_vector(t: Task13) -> bool:
+    """The NE sum over channels (Cout 1) through a table that follows a `vector_read`: H13 reads
+    its source with AliasConvRslt and no dependency (0x120), H14 as the row form's sum (Dependent
+    1 = 0x104).  Upstream h14norm_softmax_a1_1x1024x1x1 task 3: 0x120 -> 0x104; the row form
+    (h14norm_softmax_a1_1x64x8x8 task 3) has 0x104 on both."""
+    return (t.lut and t("l2.SourceCfg.SourceType") == 0 and not t("l2.SourceCfg.Dependent")
+            and t("common.Cout.Cout") == 1 < t("common.Cin.Cin")
+            and t.previous is not None and vector_read(t.previous))
 
 
 SRC1_BCAST_C = 0x8  # Common.Unk30: the first source is one channel, read for every channel
@@ -710,9 +850,14 @@ def pe(t: Task13, out: Writes) -> None:
             out[base + offset] = value
 
 
+DISALLOW_ABORT = 1 << 12  # ne.KernelCfg.Bit12
+
+
 def ne(t: Task13, out: Writes) -> None:
     base = map14.BLOCK_BASES["ne"]
-    kernel_cfg = t.word("ne.KernelCfg")
+    # Bit 12 (DisallowAbort) lives in the header alone on H14: upstream
+    # h14norm_layer_norm_ax1_1x64x8x8 task 3, H13 0x1082, leaves the register at its 0x82.
+    kernel_cfg = t.word("ne.KernelCfg") & ~DISALLOW_ABORT
     if t.lut:
         kernel_cfg |= 1 << 16  # census §4.4: LUT tasks 0x10082 where H13 has 0x82
     if t.ne and kernel_cfg not in (0x80, 0x82):
@@ -757,7 +902,7 @@ def tile_dma_src(t: Task13, out: Writes, slots: dict[int, int]) -> None:
         names = [f"{prefix}{name}" for name in ("RowStride", "PlaneStride", "DepthStride",
                                                  "GroupStride")]
         dma_strides(out, base + addr_at + 8, t.rows_in, t("common.Cin.Cin"), t.depth_in,
-                    t.groups, *(t.word(f"tile_dma_src.{name}") for name in names))
+                    t.groups, *(t.word(f"tile_dma_src.{name}") for name in names), source=True)
     if t.src1:
         out[base + 0x50] = t.word("tile_dma_src.Fmt")
     if t.src2:
@@ -766,14 +911,17 @@ def tile_dma_src(t: Task13, out: Writes, slots: dict[int, int]) -> None:
 
 
 def dma_strides(out: Writes, address: int, rows: int, channels: int, depths: int, groups: int,
-                row: int, plane: int, depth: int, group: int) -> None:
+                row: int, plane: int, depth: int, group: int, *, source: bool = False) -> None:
     """A TileDMA row (plane, depth) stride is written only when there is more than one row
     (channel, depth) and it differs from the next outer stride (census §4.5/4.6: reduce_sum's
     output rows, the matmul outputs' planes; upstream layer_norm_1x64x8x8 task 0: depth stride
     0x40 at depth 8); the group stride when there is more than one group (upstream
     env_bcast_add_2x64x8x8_runtime_2x64x8x8: both sources and the result, 0x8000; upstream
-    reduce_mean_axes_1 task 1: the result, 0x40)."""
-    if rows > 1 and row != plane:
+    reduce_mean_axes_1 task 1: the result, 0x40).  A source over one channel has its row
+    stride written even when equal to the plane stride, which steps nothing (`source`: upstream
+    h14norm_reduce_sum_ax1_1x512x1x1_flat, 512 rows of one channel, row = plane = 0x40); a
+    result does not (the one-row results of the reduce_sum cases, 0x40 = 0x40, left out)."""
+    if rows > 1 and (row != plane or (source and channels == 1)):
         out[address] = row
     if channels > 1 and plane != depth:
         out[address + 4] = plane
