@@ -204,12 +204,20 @@ def test_depthwise_columns_are_the_ones_apple_used(name):
     assert hashlib.sha256(data).hexdigest() != case["sha256"]
 
 
-@pytest.mark.parametrize("side,bias", [(16, True), (32, False)], ids=["biased-h8", "plain-h16"])
-def test_depthwise_shapes_the_evidence_does_not_settle_are_refused(side, bias):
-    """4 slot columns bias-free at Hout 8, 2 biased at Hout 750: a biased Hout-8 or a bias-free
-    Hout-16 kernel would need to know which of the two sets them."""
+def test_depthwise_shapes_the_evidence_does_not_settle_are_refused():
+    """4 slot columns at Hout 8 (biased or not), 2 biased at Hout 750: a bias-free Hout-16 kernel
+    would need to know whether Hout or the channel count sets them."""
     with pytest.raises(UnsupportedError, match="not pinned"):
-        lower(_conv_graph(64, 64, 3, groups=64, side=side, bias=bias)[0])
+        lower(_conv_graph(64, 64, 3, groups=64, side=32, bias=False)[0])
+
+
+def test_biased_depthwise_at_height_8_packs_4_columns_like_apple():
+    """Ground truth: upstream conv_probe_k1_c256_n256_s16_st2_g256_bias1_same (Apple's kernel DMA:
+    16 chunks of 0xc0 bytes; 2 columns would make them 0x80).  The whole section's hash is checked
+    in test_h13_conv_grid.py."""
+    w, b = np.full((256, 1, 1, 1), np.float16(0.5)), np.full(256, np.float16(0.5))
+    _, ranges = pack_sparse(w, b, lanes=1, groups=256, hout=8)
+    assert [size for _, size in ranges] == [0xc0] * 16
 
 
 def test_depthwise_pack_needs_the_output_height():

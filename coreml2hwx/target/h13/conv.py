@@ -36,20 +36,22 @@ from coreml2hwx.target.h13.spec import TaskSpec
 CONV = dict(OpMode=0, KernelMode=0)
 
 
-def conv_cfg_sh(spec: TaskSpec, *, hout: int, wout: int, kernel: int, dense: bool):
+def conv_cfg_sh(spec: TaskSpec, *, hout: int, wout: int, kernel: int, dense: bool,
+                stride: int = 1):
     """Common.Cfg of a conv task (ActiveNE 4).  Fitted on the 18 oracle convs (census §6.1 notes)
     and the upstream spatial sweep: Hout <= 8 -> SmallSourceMode with ShPref = ShMin = ShMax = 4;
     else ShMax = `activation.sh_max` (log2(128 / W): 3 at 16, upstream conv_probe_*_s32 2, _s64
     1), plus ShPref = ShMin = ShMax for a dense (groups 1) kernel of more than one row when
     2^ShMax rows cover it (3x3: 3 at 16, 2 at 32; upstream `conv_probe_k3_c64_n64_s64_st1_g1_
     bias0_same`: ShMax 1 alone); grouped and depthwise 3x3 kernels keep ShMax alone
-    (`env_conv_k3_c64_n64_s16_st1_g64_bias0`, upstream `..._g4_bias1`)."""
+    (`env_conv_k3_c64_n64_s16_st1_g64_bias0`, upstream `..._g4_bias1`), and so do stride-2
+    kernels (upstream `conv_probe_k3_c64_n64_s32_st2_g1_bias0_valid`: Hout 15, ShMax 3 alone)."""
     if hout <= 8:
         spec.set("common.Cfg", SmallSourceMode=1, ShPref=4, ShMin=4, ShMax=4)
     else:
         shift = sh_max(hout, wout)
         spec.set("common.Cfg", ShMax=shift)
-        if kernel > 1 and dense and (1 << shift) >= kernel:
+        if kernel > 1 and dense and stride == 1 and (1 << shift) >= kernel:
             spec.set("common.Cfg", ShPref=shift, ShMin=shift)
     spec.set("common.Cfg", ActiveNE=4)
 
@@ -157,7 +159,7 @@ def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
     S.conv_cfg(spec, kernel=kernel, stride=stride, pad=pads[0], ocg=lanes.bit_length() - 1)
     spec.set("common.ConvCfg", Px=pads[2], Py=pads[0])
     S.group_cfg(spec, groups=1 if depthwise else groups, unicast=depthwise)
-    conv_cfg_sh(spec, hout=hout, wout=wout, kernel=kernel, dense=groups == 1)
+    conv_cfg_sh(spec, hout=hout, wout=wout, kernel=kernel, dense=groups == 1, stride=stride)
     plane_in, plane_out = x.plane, y.plane
     S.dram_source(spec, x, group=(cin if depthwise else cin_g) * plane_in)
     S.dram_dest(spec, y, group=(cout if depthwise else cout_g) * plane_out)
@@ -165,12 +167,18 @@ def lower_conv(ctx, op, relu=False, output=None, channels=None) -> TaskSpec:
         spec.set("tile_dma_dst.BaseAddr", Addr=(y.offset + first * plane_out) // 64)
     ch = l2_channel_stride(win)
     if (groups > 1 and not depthwise) or stride != 1:  # census: +32 at stride 2
-        row = l2.UNIT * l2.conv_row_stride(cin_g * ch // l2.UNIT)
+        # the row clears one channel's units in the period at stride 1, a quarter of them at
+        # stride 2 (upstream conv_probe_*_st1_g4: 64 -> 67, 128 -> 131; _k1_c64_n64_s64_st2:
+        # 512 -> 515 with 8-unit channels, where narrower channels keep 128 -> 130, 1024 -> 1026)
+        floor = ch // l2.UNIT // stride ** 2
+        row = l2.UNIT * l2.conv_row_stride(cin_g * ch // l2.UNIT, floor)
     else:
         row = l2.UNIT * l2.ne_row_stride(cin_g * ch // l2.UNIT, ch // l2.UNIT)
     result_row = cout * l2_channel_stride(wout) + 64  # (tinygrad gemm: 512 ch -> 0x2020)
 
     def source_rows(t):  # census: rows = min(Hin, TileHeight x S + max(K - S, 0)), 72/74
+        if t >= hout:  # one tile stages the whole input, rows a valid stride-2 window skips too
+            return hin  # (upstream conv_probe_k3_c64_n64_s{8,32}_st2_g1_*_valid: 8 and 32 rows)
         return min(hin, t * strides[0] + max(kh - strides[0], 0))
 
     tile = l2.tile_height(hout, lambda t: source_rows(t) * row + t * result_row)

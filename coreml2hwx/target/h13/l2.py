@@ -61,12 +61,14 @@ def pe_row_stride(units: int) -> int:
     return row
 
 
-def conv_row_stride(units: int) -> int:
+def conv_row_stride(units: int, channel_units: int = 0) -> int:
     """Row stride (units) of a grouped or strided convolution's source: the smallest >= the data
     with row mod 64 not in {0, 1, 32, 33} (32 -> 34: `env_conv_k1_c64_n64_s16_st1_g4_bias0`,
-    `env_conv_k3_c64_n64_s16_st2_g4_bias1`; 128 -> 130, 256 -> 258 for stride 2)."""
+    `env_conv_k3_c64_n64_s16_st2_g4_bias1`; 128 -> 130, 256 -> 258 for stride 2) and, given
+    `channel_units`, above that many units in the period (grouped stride 1 passes one channel's
+    units, 64 -> 67: upstream `conv_probe_k3_c128_n128_s16_st1_g4_bias1_same`)."""
     row = units
-    while row % BANK_PERIOD in (0, 1, 32, 33):
+    while row % BANK_PERIOD in (0, 1, 32, 33) or row % BANK_PERIOD <= channel_units:
         row += 1
     return row
 

@@ -38,9 +38,9 @@ lane, but as one record per channel, channel o on chunk o % 16, the records of a
     body = groups of the stream: 8 empty lead slots, then P * E slots (position p, column 0 =
            slot 8 + p * E), nothing cut off
 
-E (slot columns per position) is 4 in Apple's bias-free 64-channel sections with Hout 8 and 2 in its
-biased 256-channel sections with Hout 750 (`depthwise_columns`).  This rebuilds four upstream Apple
-sections byte for byte (mil-hwx-compiler research/oracles/h13, sha256 in
+E (slot columns per position) is 4 in Apple's 64- and 256-channel sections with Hout 8, biased or
+not, and 2 in its biased 256-channel sections with Hout 750 (`depthwise_columns`).  This rebuilds
+four upstream Apple sections byte for byte (mil-hwx-compiler research/oracles/h13, sha256 in
 tests/target/test_h13_sparse.py): conv_probe_k1_c64_n64_s16_st2_g64_bias0_same and
 conv_probe_k3_c64_n64_s16_st2_g64_bias0_same (E = 4, weights by the oracle README rule: the
 128-byte blob header, then 0.5s), encoder_conv_idx_c256_n256_k3x3_s2_g256_bias1_same_x1500x64 and
@@ -50,10 +50,10 @@ body, the stream keeps its tail (the dense rule cuts it), and the biased section
 Hypotheses the hashes excluded: count = body length (both probes and both biased sections);
 E = 4 with a bias (sizes: 16 x 31 bytes do not fit the 448-byte chunks); bias absent / trailing
 empty groups trimmed (non-zero byte totals off by one); channels o // 16 on chunk o (per-2 KiB
-non-zero counts).  Not pinned: which property sets E - Hout (8 vs 750), the bias, the channel count
-or the compiler build differ together between the two pairs; `depthwise_columns` gives E only
-where the Hout reading (split at 8, like Common.Cfg's SmallSourceMode) and the bias reading agree,
-and refuses the other shapes.
+non-zero counts).  The bias does not set E: upstream conv_probe_k1_c256_n256_s16_st2_g256_bias1_same
+(biased, Hout 8) is E = 4, section sha256 d91b6feb85a7.. (E = 2 gives 128-byte chunks, Apple's are
+192).  Not pinned: whether Hout (8 vs 750), the channel count or the compiler build sets E for a
+bias-free kernel above Hout 8; `depthwise_columns` refuses those.
 """
 
 from __future__ import annotations
@@ -137,8 +137,8 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1, hout: 
         if columns is None:
             raise ValueError(f"a stride-2 depthwise kernel with{'' if bias is not None else 'out'} "
                              f"bias at output height {hout}: Apple's programs show 4 slot columns "
-                             "bias-free at height 8 and 2 biased at height 750, and which of the "
-                             "two sets them is not pinned")
+                             "at height 8 and 2 biased at height 750; what sets them above height "
+                             "8 without a bias is not pinned")
         return pack_depthwise(weight, bias, columns=columns)
     per_group = out_channels // groups
     taps = weight.reshape(out_channels, cin_g, kernel * kernel).astype(np.float16)
@@ -160,13 +160,12 @@ def pack_sparse(weight: np.ndarray, bias, *, lanes: int, groups: int = 1, hout: 
 # -- depthwise --------------------------------------------------------------------------------
 
 def depthwise_columns(hout: int, bias: bool) -> int | None:
-    """Slot columns E of a depthwise record: 4 in the bias-free Hout-8 sections
-    (conv_probe_k{1,3}_c64 ... g64), 2 in the biased Hout-750 ones (encoder_conv_idx*_c256 ...
-    g256).  Whether Hout (split at 8, like SmallSourceMode) or the bias sets E is not pinned, so E
-    is given only where both readings agree - bias-free at Hout <= 8, biased above - and None
-    (refused) elsewhere."""
+    """Slot columns E of a depthwise record: 4 in the Hout-8 sections, bias-free
+    (conv_probe_k{1,3}_c64 ... g64) or biased (conv_probe_k1_c256_n256_s16_st2_g256_bias1_same),
+    2 in the biased Hout-750 ones (encoder_conv_idx*_c256 ... g256).  A bias-free kernel above
+    Hout 8 has no Apple program (Hout or the channel count may set E there): None (refused)."""
     small = hout <= 8
-    if small and not bias:
+    if small:
         return MIN_SLOT_COLUMNS
     if not small and bias:
         return 2
