@@ -34,7 +34,7 @@ from tests.sim import test_sim_oracles as h13
 from tests.sim.support import (bare_tables, compiled_tensor, matches_apple, mil_inputs, oracle,
                                oracle_program, pack_conv, pack_depthwise)
 from tests.sim.test_sim_sparse import compiled_weights, conv_reference
-from tests.sim.tolerance import assert_close, assert_exact, fp16
+from tests.sim.tolerance import fp16
 
 
 def h14_oracle(name: str) -> dict:
@@ -144,16 +144,7 @@ def _run(name: str):
 
 @pytest.mark.parametrize("name", sorted(set(CASES) - set(NOT_RUNNABLE)))
 def test_h14_oracle_program_computes_its_mil(name):
-    spec, case, arrays, out = _run(name)
-    result = spec.ref(case, *arrays)
-    if spec.check == "exact":
-        assert_exact(out, np.broadcast_to(result, out.shape), name)
-    elif spec.check == "conv":  # half an ulp + fp32 accumulation: K * 2^-24 * sum |w x|
-        ref, bound = result
-        assert_close(out, ref.reshape(out.shape), ulps=0.5, atol=2.0 ** -24 * bound.reshape(
-            out.shape), what=name)
-    else:
-        assert_close(out, np.reshape(result, out.shape), what=name, **spec.tol)
+    h13.check_against_mil(name, *_run(name))
 
 
 @pytest.mark.parametrize("name", sorted(NOT_RUNNABLE))

@@ -87,6 +87,12 @@ def copy(ctx, op, x, y) -> TaskSpec:
     _, c, h, w = x.shape
     spec = _ne_copy_task(op.name, c, h, w, active_ne=0)
     spec.first_fetch_is_bypass = True
+    return _ne_dram_to_dram(spec, x, y)
+
+
+def _ne_dram_to_dram(spec, x, y):
+    """An NE task's source streamed from DRAM into L2 at 0, its result after the rows, to DRAM."""
+    _, c, h, w = x.shape
     S.dram_source(spec, x)
     row = l2.source(spec, base=0, channels=c, width=w, row=ne_row(c, h, w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
@@ -182,12 +188,7 @@ def channel_max(ctx, op, x, y) -> TaskSpec:
     spec.set("common.Cfg", ActiveNE=0, ShMax=sh_max(h, w))
     spec.set("l2.L2Cfg", PaddingMode=1)
     spec.set("ne.MACCfg", OpMode=3, KernelMode=1)
-    S.dram_source(spec, x)
-    row = l2.source(spec, base=0, channels=c, width=w, row=ne_row(c, h, w))
-    spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
-    l2.result(spec, base=h * row)
-    S.dram_dest(spec, y)
-    return spec
+    return _ne_dram_to_dram(spec, x, y)
 
 
 def channel_sum(ctx, op, x, y) -> list:
