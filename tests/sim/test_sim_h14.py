@@ -31,10 +31,9 @@ from coreml2hwx.target.maps.h13 import HEADER as H13
 from coreml2hwx.target.maps.h13 import REGISTERS as R13
 from tests.conftest import load_json, oracle_files, shared_files
 from tests.sim import test_sim_oracles as h13
-from tests.sim.support import (bare_tables, compiled_tensor, matches_apple, mil_inputs, oracle,
-                               oracle_program, pack_conv, pack_depthwise)
+from tests.sim.support import (bare_tables, compiled_tensor, matches_apple, oracle, oracle_program,
+                               pack_conv, pack_depthwise)
 from tests.sim.test_sim_sparse import compiled_weights, conv_reference
-from tests.sim.tolerance import fp16
 
 
 def h14_oracle(name: str) -> dict:
@@ -126,20 +125,7 @@ NOT_RUNNABLE: dict[str, tuple[str, str | None]] = {
 
 
 def _run(name: str):
-    spec = CASES[name]
-    case = h14_oracle(name)
-    section = spec.consts(case)
-    assert matches_apple(case, section), "the rebuilt constant section does not hash like Apple's"
-    program = oracle_program(case, section)
-    assert program.target == "h14"
-    rng = np.random.default_rng(sum(map(ord, name)))
-    tensors = {t.name: t for t in program.inputs}
-    order = [n for n, _ in mil_inputs(case["mil"])]  # the references take the MIL's order
-    shapes = [tensors[n].shape for n in order]
-    arrays = spec.inputs(rng, shapes) if spec.inputs else [fp16(rng.standard_normal(s))
-                                                           for s in shapes]
-    (out,) = run_program(program, dict(zip(order, arrays))).values()
-    return spec, case, arrays, out
+    return h13.run_case(name, CASES[name], h14_oracle(name))
 
 
 @pytest.mark.parametrize("name", sorted(set(CASES) - set(NOT_RUNNABLE)))

@@ -332,11 +332,16 @@ def _softmax(x):
 
 
 def _run(name: str):
-    spec = CASES[name]
-    case = oracle(name)
+    return run_case(name, CASES[name], oracle(name))
+
+
+def run_case(name: str, spec, case: dict):
+    """Run an oracle's own program (constants rebuilt, checked against Apple's hash) on seeded
+    inputs: (spec, case, inputs in the MIL's order, output)."""
     section = spec.consts(case)
     assert matches_apple(case, section), "the rebuilt constant section does not hash like Apple's"
     program = oracle_program(case, section)
+    assert program.target == case["target"]
     rng = np.random.default_rng(sum(map(ord, name)))
     tensors = {t.name: t for t in program.inputs}
     order = [n for n, _ in mil_inputs(case["mil"])]  # the references take the MIL's order
