@@ -37,6 +37,18 @@ def log2_tile_code(tile_height: int) -> int:
     return tile_height.bit_length() - 1 if tile_height & (tile_height - 1) == 0 else 0
 
 
+def pe_task(name: str, *, c: int, h: int, w: int, tile: int, task_type: str,
+            depth: int = 1, groups: int = 1) -> TaskSpec:
+    """A PE task over [c, h, w] in and out (`groups` of them): the 1x1 stride-1 ConvCfg and the
+    common words of `pe_common`."""
+    spec = TaskSpec(name, "pe")
+    S.dims(spec, c, h, w, c, h, w, depth=depth)
+    S.conv_cfg(spec)
+    S.group_cfg(spec, groups=groups)
+    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
+    return spec
+
+
 def pe_common(spec: TaskSpec, *, task_type: str, width: int, tile_height: int):
     spec.set("common.TileCfg", TileHeight=tile_height)
     spec.set("common.Unk2C", Log2Width=log2_width_code(width),
@@ -60,15 +72,11 @@ def binary_same_shape(ctx, op, relu=False, inputs=None, output=None,
     x, z = (ctx.surface(name) for name in (inputs or op.inputs))
     y = ctx.surface(output or op.outputs[0])
     n, c, h, w = y.shape
-    spec = TaskSpec(op.name, "pe")
-    S.dims(spec, c, h, w, c, h, w)
-    S.conv_cfg(spec)
-    S.group_cfg(spec, groups=n)
     row = pe_row(c, w)
     # eiln add 1600x2560 (TileHeight 32): src2 at 32 rows + 0x40, the result 32 rows after it
     tile = _tile(op, h, lambda t: l2.UNIT * l2.second_source_base(t * row // l2.UNIT)
                  + 2 * t * row)
-    pe_common(spec, task_type=PE_BINARY, width=w, tile_height=tile)
+    spec = pe_task(op.name, c=c, h=h, w=w, tile=tile, task_type=PE_BINARY, groups=n)
     pe_arith(spec, dict(PE_OPS[op.type], ReluEn=int(relu)))
     S.dram_source(spec, x)
     S.dram_source2(spec, z)
@@ -103,12 +111,8 @@ def unary_pe(ctx, op, *, op_fields: dict, scale=1.0, bias=0.0, task_type="unary"
     """One PE task on a single DRAM source: abs (PE.Cfg bit 6), x*c (Scale), x+c (Bias)."""
     x, y = ctx.surface((inputs or op.inputs)[0]), ctx.surface(op.outputs[0])
     n, c, h, w = y.shape
-    spec = TaskSpec(op.name, "pe")
-    S.dims(spec, c, h, w, c, h, w)
-    S.conv_cfg(spec)
-    S.group_cfg(spec, groups=n)
     tile = _tile(op, h, lambda t: 2 * t * pe_row(c, w))
-    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
+    spec = pe_task(op.name, c=c, h=h, w=w, tile=tile, task_type=task_type, groups=n)
     pe_arith(spec, op_fields, scale=scale, bias=bias)
     S.dram_source(spec, x)
     S.dram_dest(spec, y)

@@ -33,7 +33,7 @@ from coreml2hwx.target.h13 import l2, norm_rows, spec as S
 from coreml2hwx.target.h13.activation import NE_BYPASS
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.elementwise import (log2_tile_code, log2_width_code, pe_arith,
-                                               pe_common, pe_row)
+                                               pe_row, pe_task)
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
 from coreml2hwx.target.h13.softmax_rows import ONE_LINE_WIDTH, RowLayout
 from coreml2hwx.target.h13.spec import SRC_FETCH_KEEP, SRC_FETCH_LAST, TaskSpec
@@ -76,15 +76,6 @@ def layer_norm_spatial(ctx, op, x, y, eps: float) -> list:
         return across_channels(op, x, y, eps, desc)
     raise UnsupportedError(f"{desc}: only axes [1], [1, 2, 3], [2, 3] or the last axis of a "
                            "spatial tensor are supported on h13 yet", where=where(op))
-
-
-def _pe(name, *, c, h, w, tile, task_type, depth=1) -> TaskSpec:
-    spec = TaskSpec(name, "pe")
-    S.dims(spec, c, h, w, c, h, w, depth=depth)
-    S.conv_cfg(spec)
-    S.group_cfg(spec)
-    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
-    return spec
 
 
 def _source(spec, base, ch, row, depth, group=0):
@@ -138,7 +129,7 @@ def whole(op, x, y, eps: float, desc: str) -> list:
     line, pair = UNIT, 2 * UNIT
     _fits(op, desc, STATS_BASE + max(c * row, 2 * h * out_row))
 
-    mean = _pe(op.name, c=1, h=c, w=w, depth=h, tile=min(c, FIRST_TILE), task_type="reduce")
+    mean = pe_task(op.name, c=1, h=c, w=w, depth=h, tile=min(c, FIRST_TILE), task_type="reduce")
     _statistics_pe(mean, {}, count)
     mean.set("ne.KernelCfg", Bit12=1)
     S.dram_source(mean, x, cache=SRC_FETCH_KEEP, row=x.plane, plane=x.batch, depth=x.row)
@@ -146,7 +137,7 @@ def whole(op, x, y, eps: float, desc: str) -> list:
     mean.set("l2.SourceCfg", **KEEP_SOURCE)
     _result(mean, 0, l2.RESULT_KEEP, line, pair, line)
 
-    factor = _pe(op.name, c=1, h=c, w=w, depth=h, tile=c, task_type="variance")
+    factor = pe_task(op.name, c=1, h=c, w=w, depth=h, tile=c, task_type="variance")
     _factor_tile(factor, width=w, tile=c)
     factor.set("common.Unk30", Value=(BCAST_W1 if w > 1 else 0) | (BCAST_H1 if c > 1 else 0)
                | (BCAST_D1 if h > 1 else 0))
@@ -157,7 +148,7 @@ def whole(op, x, y, eps: float, desc: str) -> list:
     l2.source2_region(factor, STATS_BASE, ch, row, ch)
     _result(factor, pair, MIDDLE_RESULT, line, pair, line)
 
-    out = _pe(op.name, c=c, h=h, w=w, tile=h, task_type="scale_bias")
+    out = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="scale_bias")
     out.set("common.Unk30", Value=BCAST_C2)
     pe_arith(out, dict(OpMode=0, SecSrc=3))
     out.set("ne.KernelCfg", Bit14=1)
@@ -186,7 +177,7 @@ def per_channel(op, x, y, eps: float, desc: str, product_flags: int = 0) -> list
     # One channel is no vector: no vector flags (upstream `norm_layer_norm_ax3_1x1x1x64`).
     many = c > 1
 
-    mean = _pe(op.name, c=c, h=h, w=w, tile=h, task_type="reduce")
+    mean = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="reduce")
     if many:
         mean.set("common.Unk30", Value=FLAT_RESULT)
     _statistics_pe(mean, {}, count)
@@ -196,7 +187,7 @@ def per_channel(op, x, y, eps: float, desc: str, product_flags: int = 0) -> list
     mean.set("l2.SourceCfg", **KEEP_SOURCE)
     _result(mean, 0, l2.RESULT_KEEP, vector, stats, vector)
 
-    factor = _pe(op.name, c=c, h=h, w=w, tile=h, task_type="variance")
+    factor = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="variance")
     _factor_tile(factor, width=w, tile=h)
     factor.set("common.Unk30", Value=(FLAT_RESULT | VECTOR1 if many else 0) | BCAST_W1
                | (BCAST_H1 if h > 1 else 0))
@@ -207,7 +198,7 @@ def per_channel(op, x, y, eps: float, desc: str, product_flags: int = 0) -> list
     l2.source2_region(factor, x_base, ch, row, c * ch)
     _result(factor, stats, MIDDLE_RESULT, vector, stats, vector)
 
-    out = _pe(op.name, c=c, h=h, w=w, tile=h, task_type="scale_bias")
+    out = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="scale_bias")
     out.set("common.Unk30", Value=(VECTOR2 if many else 0) | product_flags)
     pe_arith(out, dict(OpMode=0, SecSrc=3))
     out.set("ne.KernelCfg", Bit14=1)
@@ -317,7 +308,7 @@ def _pixel_statistics(op, x, at: PixelLayout, pixel_row: int, source: int, eps=N
     rows as groups; one value per pixel, written along W into the stats rows."""
     _, c, h, w = x.shape
     lines = c // pixel_row
-    spec = _pe(op.name, c=w, h=lines, w=pixel_row, tile=lines, task_type="reduce")
+    spec = pe_task(op.name, c=w, h=lines, w=pixel_row, tile=lines, task_type="reduce")
     S.group_cfg(spec, groups=h)
     spec.set("common.Unk30", Value=FLAT_RESULT)
     fields = {} if eps is None else dict(OpMode=SQUARE, NLMode=RSQRT)
@@ -333,7 +324,7 @@ def _pixel_statistics(op, x, at: PixelLayout, pixel_row: int, source: int, eps=N
 
 def _centre(op, x, at: PixelLayout) -> TaskSpec:
     _, c, h, w = x.shape
-    spec = _pe(op.name, c=c, h=h, w=w, tile=h, task_type="binary")
+    spec = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="binary")
     spec.set("common.Unk2C", Log2TileHeight=4)  # 4 at H = 4, 8, 16, as the row softmax's shift
     spec.set("common.Unk30", Value=BCAST_C2)
     pe_arith(spec, dict(OpMode=0, SecSrc=3))
@@ -347,7 +338,7 @@ def _centre(op, x, at: PixelLayout) -> TaskSpec:
 
 def _product(op, x, y, at: PixelLayout) -> TaskSpec:
     _, c, h, w = x.shape
-    spec = _pe(op.name, c=c, h=h, w=w, tile=h, task_type="binary")
+    spec = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="binary")
     spec.set("common.Unk30", Value=BCAST_C2)
     pe_arith(spec, dict(OpMode=1, SecSrc=2))
     spec.set("ne.KernelCfg", Bit14=1)

@@ -40,7 +40,7 @@ import numpy as np
 from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.target.h13 import l2, spec as S, weights
 from coreml2hwx.target.h13.activation import NE_BYPASS
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_common
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_task
 from coreml2hwx.target.h13.context import where
 from coreml2hwx.target.h13.conv import CONV, conv_cfg_sh
 from coreml2hwx.target.h13.layout import Surface, l2_channel_stride, round_up
@@ -284,11 +284,7 @@ def kernel_layout_copy(ctx, op, x: Surface, layout: Surface) -> TaskSpec:
     """PE copy of x [M, K] (M channels of K) to the scratch, L rows interleaved per halfword."""
     m, k = x.h, x.w
     lanes = m // MATVEC_LANES
-    spec = TaskSpec(op.name, "pe")
-    S.dims(spec, m, 1, k, m, 1, k)
-    S.conv_cfg(spec)
-    S.group_cfg(spec)
-    pe_common(spec, task_type="unary", width=k, tile_height=1)
+    spec = pe_task(op.name, c=m, h=1, w=k, tile=1, task_type="unary")
     pe_arith(spec, {})
     S.dram_source(spec, x, **_channels_view(x))
     l2.source(spec, base=0, channels=m, width=k)

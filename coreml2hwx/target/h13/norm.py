@@ -26,7 +26,7 @@ from coreml2hwx.target import lut
 from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch
 from coreml2hwx.target.h13.context import where
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_channel, pe_common, pe_row
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_channel, pe_row, pe_task
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
 from coreml2hwx.target.h13.operand import active_engines
 from coreml2hwx.target.h13.softmax import VECTOR_MAX_CHANNELS, softmax_unit_axis
@@ -46,15 +46,6 @@ LN_FIRST_TILE = 32  # layer_norm task 0 tiles its C rows 32 at a time (both orac
 # Common 0x30 flags of the softmax PE tasks: a source broadcast along W, a source that is a
 # per-channel vector (source 1 / source 2), and a reduction writing such a vector.
 BROADCAST_W1, BROADCAST_W2, VECTOR1, VECTOR2, FLAT_RESULT = 0x1, 0x10, 0x100, 0x200, 0x400
-
-
-def _pe(name, *, c, h, w, tile, task_type):
-    spec = TaskSpec(name, "pe")
-    S.dims(spec, c, h, w, c, h, w)
-    S.conv_cfg(spec)
-    S.group_cfg(spec)
-    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
-    return spec
 
 
 def _region(spec, prefix, base, ch, row, depth, group=0):
@@ -91,7 +82,7 @@ def layer_norm(ctx, op) -> list:
     unit, pair = 0x10, 0x20  # one value per row; [mean, factor] rows side by side
     x_base = 2 * pair  # x stays in L2 after the two statistics rows
 
-    mean = _pe(op.name, c=1, h=c, w=1, tile=LN_FIRST_TILE, task_type="reduce")
+    mean = pe_task(op.name, c=1, h=c, w=1, tile=LN_FIRST_TILE, task_type="reduce")
     pe_arith(mean, {}, final=1.0 / c)
     mean.set("ne.KernelCfg", Bit12=1)
     S.dram_source(mean, x, cache=SRC_FETCH_KEEP, row=x.plane, plane=x.batch, depth=x.plane)
@@ -100,7 +91,7 @@ def layer_norm(ctx, op) -> list:
     l2.result(mean, base=0, cfg=l2.RESULT_KEEP)
     _region(mean, "res", 0, unit, pair, unit)
 
-    factor = _pe(op.name, c=1, h=c, w=1, tile=c, task_type="variance")
+    factor = pe_task(op.name, c=1, h=c, w=1, tile=c, task_type="variance")
     factor.set("common.Unk2C", Log2TileHeight=4)
     factor.set("common.Unk30", Value=2)
     pe_arith(factor, dict(OpMode=4, NLMode=2, FirstSrc=1, SecSrc=2), final=1.0 / c)
@@ -112,7 +103,7 @@ def layer_norm(ctx, op) -> list:
     l2.result(factor, base=pair, cfg=MIDDLE_RESULT)
     _region(factor, "res", pair, unit, pair, unit)
 
-    out = _pe(op.name, c=c, h=1, w=1, tile=1, task_type="scale_bias")
+    out = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="scale_bias")
     out.set("common.Unk30", Value=0x80)
     pe_arith(out, dict(OpMode=0, SecSrc=3))
     out.set("ne.KernelCfg", Bit14=1)
@@ -152,7 +143,7 @@ def softmax(ctx, op) -> list:
     values, x_base = unit, unit + row
     vector = c > 1  # the per-channel results travel as a vector along W (Common 0x30 flags)
 
-    peak = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
+    peak = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
     pe_arith(peak, dict(PoolMode=2))
     peak.set("l2.L2Cfg", PaddingMode=1)
     peak.set("ne.KernelCfg", Bit12=1)
@@ -164,7 +155,7 @@ def softmax(ctx, op) -> list:
     l2.result(peak, base=0, cfg=l2.RESULT_KEEP)
     _region(peak, "res", 0, unit, unit, unit)
 
-    shift = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
+    shift = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
     # One 16-byte line of per-channel values (C <= 8): tile code 1 and NE shifts 1
     # (`norm_softmax_an1_1x1x1x64`, upstream `..._1x8x1x64`); C = 64: 0 and none (upstream
     # `norm_softmax_an1_1x64x1x128`).
@@ -193,7 +184,7 @@ def softmax(ctx, op) -> list:
     _region(exp, "res", values, ch, row, row)
     lut_fetch(ctx, exp, lut.exp2(), min(c, 16))
 
-    total = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
+    total = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
     if vector:
         total.set("common.Unk30", Value=FLAT_RESULT)
     pe_arith(total, dict(NLMode=1))
@@ -203,7 +194,7 @@ def softmax(ctx, op) -> list:
     l2.result(total, base=0, cfg=MIDDLE_RESULT)
     _region(total, "res", 0, unit, unit, unit)
 
-    out = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
+    out = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="binary")
     out.set("common.Unk30", Value=BROADCAST_W1 | (VECTOR1 if vector else 0))
     pe_arith(out, dict(OpMode=1, SecSrc=2))
     out.set("ne.KernelCfg", Bit14=1)
@@ -227,7 +218,7 @@ def layer_norm_vector(op, x, y, eps: float) -> list:
     unit, pair, vector = 0x10, 0x20, 2 * c
     x_base = 2 * pair
 
-    spread = _pe(op.name, c=c, h=1, w=1, tile=1, task_type="unary")
+    spread = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="unary")
     spread.set("common.Unk30", Value=FLAT_RESULT)
     pe_arith(spread, {})
     spread.set("ne.KernelCfg", Bit12=1)
@@ -242,7 +233,7 @@ def layer_norm_vector(op, x, y, eps: float) -> list:
     # ExeCycles 4 and 18 for task 0, 1 and 7 for task 4).
     spread.header["ExeCycles"] = int(2 * cost.view_cost(x, c) // cost.UNIT)
 
-    mean = _pe(op.name, c=1, h=1, w=c, tile=1, task_type="reduce")
+    mean = pe_task(op.name, c=1, h=1, w=c, tile=1, task_type="reduce")
     pe_arith(mean, {}, final=1.0 / c)
     mean.set("ne.KernelCfg", Bit12=1, Bit14=1)
     _region(mean, "src", x_base, vector, vector, vector)
@@ -250,7 +241,7 @@ def layer_norm_vector(op, x, y, eps: float) -> list:
     l2.result(mean, base=0, cfg=MIDDLE_RESULT)
     _region(mean, "res", 0, unit, pair, unit)
 
-    factor = _pe(op.name, c=1, h=1, w=c, tile=1, task_type="variance")
+    factor = pe_task(op.name, c=1, h=1, w=c, tile=1, task_type="variance")
     factor.set("common.Unk30", Value=BROADCAST_W1)
     pe_arith(factor, dict(OpMode=4, NLMode=2, FirstSrc=1, SecSrc=2), final=1.0 / c)
     factor.set("pe.PreScale", Low16=lut._bits(eps))
@@ -261,7 +252,7 @@ def layer_norm_vector(op, x, y, eps: float) -> list:
     l2.result(factor, base=pair, cfg=MIDDLE_RESULT)
     _region(factor, "res", pair, unit, pair, unit)
 
-    scaled = _pe(op.name, c=1, h=1, w=c, tile=1, task_type="scale_bias")
+    scaled = pe_task(op.name, c=1, h=1, w=c, tile=1, task_type="scale_bias")
     scaled.set("common.Unk30", Value=VECTOR2)
     pe_arith(scaled, dict(OpMode=0, SecSrc=3))
     scaled.set("ne.KernelCfg", Bit12=1, Bit14=1)
@@ -271,7 +262,7 @@ def layer_norm_vector(op, x, y, eps: float) -> list:
     l2.result(scaled, base=x_base, cfg=MIDDLE_RESULT)
     _region(scaled, "res", x_base, vector, vector, vector)
 
-    out = _pe(op.name, c=c, h=1, w=1, tile=1, task_type="unary")
+    out = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="unary")
     out.set("common.Unk30", Value=VECTOR1)
     pe_arith(out, {})
     out.set("ne.KernelCfg", Bit14=1)
@@ -305,7 +296,7 @@ def layer_norm_last_axis(op, x, y, eps: float) -> list:
     # One row (C = 1) is no vector: no vector flags (upstream `..._ax3_1x1x1x64`: 0x1 and 0 on
     # tasks 1 and 2, as the [1, C, 1, W] softmax drops them at C = 1).
     vector = c > 1
-    mean = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
+    mean = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
     if vector:
         mean.set("common.Unk30", Value=FLAT_RESULT)
     pe_arith(mean, {}, final=1.0 / w)
@@ -316,7 +307,7 @@ def layer_norm_last_axis(op, x, y, eps: float) -> list:
     l2.result(mean, base=0, cfg=l2.RESULT_KEEP)
     _region(mean, "res", 0, unit, pair, unit)
 
-    factor = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="variance")
+    factor = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="variance")
     factor.set("common.Unk30", Value=(FLAT_RESULT | VECTOR1 if vector else 0) | BROADCAST_W1)
     pe_arith(factor, dict(OpMode=4, NLMode=2, FirstSrc=1, SecSrc=2), final=1.0 / w)
     factor.set("pe.PreScale", Low16=lut._bits(eps))
@@ -327,7 +318,7 @@ def layer_norm_last_axis(op, x, y, eps: float) -> list:
     l2.result(factor, base=pair, cfg=MIDDLE_RESULT)
     _region(factor, "res", pair, unit, pair, unit)
 
-    out = _pe(op.name, c=c, h=1, w=w, tile=1, task_type="scale_bias")
+    out = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="scale_bias")
     if vector:
         out.set("common.Unk30", Value=VECTOR2)
     pe_arith(out, dict(OpMode=0, SecSrc=3))

@@ -27,7 +27,7 @@ import numpy as np
 from coreml2hwx.target import lut
 from coreml2hwx.target.h13 import l2, spec as S
 from coreml2hwx.target.h13.activation import NE_BYPASS, lut_fetch, ne_row, sh_max
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_channel, pe_common, pe_row
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_channel, pe_row, pe_task
 from coreml2hwx.target.h13.layout import Surface, l2_channel_stride, round_up
 from coreml2hwx.target.h13.spec import TaskSpec
 
@@ -174,11 +174,8 @@ def pe_with_operand(name: str, x: Surface | None, y: Surface, operand: Operand, 
                     *, scale_bias=False, shape=None) -> TaskSpec:
     """The PE task: x (from DRAM, or kept in L2 by the producer) combined with the L2 operand."""
     n, c, h, w = shape or y.shape
-    spec = TaskSpec(name, "pe")
-    S.dims(spec, c, h, w, c, h, w)
-    S.conv_cfg(spec)
-    S.group_cfg(spec, groups=n)
-    pe_common(spec, task_type="scale_bias" if scale_bias else "binary", width=w, tile_height=h)
+    spec = pe_task(name, c=c, h=h, w=w, tile=h, groups=n,
+                   task_type="scale_bias" if scale_bias else "binary")
     spec.set("common.Unk30", Value=operand.broadcast)
     pe_arith(spec, op_fields)
     spec.l2_operand = True

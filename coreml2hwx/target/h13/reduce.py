@@ -26,9 +26,9 @@ from coreml2hwx.errors import UnsupportedError
 from coreml2hwx.target.h13 import cost, l2, matmul, spec as S
 from coreml2hwx.target.h13.activation import NE_BYPASS, ne_row, sh_max
 from coreml2hwx.target.h13.context import where
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_row, pe_task
 from coreml2hwx.target.h13.layout import l2_channel_stride, round_up
-from coreml2hwx.target.h13.operand import CHANNEL_VECTOR, _ne_task as _ne_copy_task
+from coreml2hwx.target.h13.operand import _ne_task as _ne_copy_task
 from coreml2hwx.target.h13.spec import TaskSpec
 
 REDUCTIONS = {"reduce_sum", "reduce_mean", "reduce_max"}
@@ -101,18 +101,9 @@ def _ne_dram_to_dram(spec, x, y):
     return spec
 
 
-def _pe_task(op, *, cin, hin, win, tile, task_type="reduce"):
-    spec = TaskSpec(op.name, "pe")
-    S.dims(spec, cin, hin, win, cin, hin, win)
-    S.conv_cfg(spec)
-    S.group_cfg(spec)
-    pe_common(spec, task_type=task_type, width=win, tile_height=tile)
-    return spec
-
-
 def spatial(ctx, op, x, y, *, flat: bool) -> TaskSpec:
     _, c, h, w = x.shape
-    spec = _pe_task(op, cin=c, hin=h, win=w, tile=h)
+    spec = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="reduce")
     fields, final = _pe_op(op, h * w)
     pe_arith(spec, fields, final=final)
     if op.type == "reduce_max":
@@ -139,7 +130,7 @@ def rows(ctx, op, x, y) -> TaskSpec:
     (DMA views: group stride = one row, row stride = the whole tensor; upstream
     `reduce_probe_sum_ax3_1x64x8x8`)."""
     _, c, h, w = x.shape
-    spec = _pe_task(op, cin=c, hin=1, win=w, tile=1)
+    spec = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
     S.group_cfg(spec, groups=h)
     fields, final = _pe_op(op, w)
     pe_arith(spec, fields, final=final)
@@ -156,7 +147,7 @@ def rows(ctx, op, x, y) -> TaskSpec:
 def whole(ctx, op, x, y) -> TaskSpec:
     """C x H x W viewed as one channel of C rows (x's plane stride) with H as depth (x's rows)."""
     _, c, h, w = x.shape
-    spec = _pe_task(op, cin=1, hin=c, win=w, tile=c)
+    spec = pe_task(op.name, c=1, h=c, w=w, tile=c, task_type="reduce")
     S.dims(spec, 1, c, w, 1, c, w, depth=h)
     spec.set("common.Unk2C", Log2TileHeight=min(5, c.bit_length() - 1))
     fields, final = _pe_op(op, c * h * w)
@@ -213,11 +204,7 @@ def channel_sum(ctx, op, x, y) -> list:
     l2.source(copy, base=base, channels=c, width=w, row=ne_row(c, h, w))
     copy.set("l2.SourceCfg", **l2.SOURCE_STREAM)
 
-    total = TaskSpec(op.name, "pe")
-    S.dims(total, w, 1, c, w, 1, c)
-    S.conv_cfg(total)
-    S.group_cfg(total, groups=h)
-    pe_common(total, task_type="reduce", width=c, tile_height=1)
+    total = pe_task(op.name, c=w, h=1, w=c, tile=1, task_type="reduce", groups=h)
     total.set("common.Unk30", Value=FLAT_RESULT)
     fields, final = _pe_op(op, c)
     pe_arith(total, fields, final=final)
@@ -257,11 +244,7 @@ def channel_sum_row(ctx, op, x, y) -> list:
         copy.set("common.Cfg", ShMin=1)
     S.dram_source(copy, x)
 
-    total = TaskSpec(op.name, "pe")
-    S.dims(total, w, 1, c, w, 1, c)
-    S.conv_cfg(total)
-    S.group_cfg(total)
-    pe_common(total, task_type="reduce", width=c, tile_height=1)
+    total = pe_task(op.name, c=w, h=1, w=c, tile=1, task_type="reduce")
     total.set("common.Unk30", Value=FLAT_RESULT)
     fields, final = _pe_op(op, c)
     pe_arith(total, fields, final=final)
@@ -336,7 +319,7 @@ def over_rows(ctx, op, x, y) -> list:
     transpose.set("l2.ConvResultRowStride", Stride=row // 16)
     transpose.set("l2.ResultDepthStride", Value=w * pixel)
 
-    total = _pe_task(op, cin=c, hin=1, win=h, tile=1)
+    total = pe_task(op.name, c=c, h=1, w=h, tile=1, task_type="reduce")
     S.group_cfg(total, groups=w)
     fields, final = _pe_op(op, h)
     pe_arith(total, fields, final=final)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from coreml2hwx.target import lut
 from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_common
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_task
 from coreml2hwx.target.h13.layout import round_up
 from coreml2hwx.target.h13.spec import DRAM_FMT, DST_FMT, DST_IDLE, SRC_IDLE, TaskSpec
 
@@ -72,15 +72,6 @@ def _set(spec, role: str, region, group=None):
         l2.result_strides(spec, ch, row, depth)
 
 
-def _pe(name, c, task_type):
-    spec = TaskSpec(name, "pe")
-    S.dims(spec, c, 1, 1, c, 1, 1)
-    S.conv_cfg(spec)
-    S.group_cfg(spec)
-    pe_common(spec, task_type=task_type, width=1, tile_height=1)
-    return spec
-
-
 def _flags(spec, value: int):
     if value:
         spec.set("common.Unk30", Value=value)
@@ -91,7 +82,7 @@ def softmax_unit_axis(ctx, op, x, y) -> list:
     at = _Layout(c)
     vector_form = at.vector_form
 
-    peak = _pe(op.name, c, "reduce")
+    peak = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="reduce")
     _flags(peak, FLAT_RESULT if vector_form else 0)
     pe_arith(peak, dict(PoolMode=2))
     peak.set("l2.L2Cfg", PaddingMode=1)
@@ -103,7 +94,7 @@ def softmax_unit_axis(ctx, op, x, y) -> list:
     l2.result(peak, base=at.peak[0], cfg=l2.RESULT_KEEP)
     _set(peak, "res", at.peak)
 
-    shift = _pe(op.name, c, "binary")
+    shift = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="binary")
     _flags(shift, FLAT_RESULT | BROADCAST_W2 | (VECTOR2 if vector_form else 0))
     pe_arith(shift, dict(OpMode=0, SecSrc=3), scale=LOG2_E)
     shift.set("ne.KernelCfg", Bit14=1)
@@ -129,7 +120,7 @@ def softmax_unit_axis(ctx, op, x, y) -> list:
     lut_fetch(ctx, exp, lut.exp2(), 1)
     _declare_scratch_read(exp, at.vec)
 
-    total = _pe(op.name, c, "reduce")
+    total = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="reduce")
     _flags(total, (FLAT_RESULT | VECTOR1) if vector_form else 0)
     pe_arith(total, dict(NLMode=1))
     total.set("ne.KernelCfg", Bit12=1)
@@ -141,7 +132,7 @@ def softmax_unit_axis(ctx, op, x, y) -> list:
     # (ExeCycles 1 at C = 512, 0 at C <= 256).
     total.header["ExeCycles"] = int(cost.stream_cost(x) // cost.UNIT)
 
-    out = _pe(op.name, c, "binary")
+    out = pe_task(op.name, c=c, h=1, w=1, tile=1, task_type="binary")
     _flags(out, BROADCAST_W1 | (VECTOR1 | VECTOR2 if vector_form else 0))
     pe_arith(out, dict(OpMode=1, SecSrc=2))
     out.set("ne.KernelCfg", Bit14=1)

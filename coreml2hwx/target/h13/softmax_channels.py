@@ -55,7 +55,7 @@ from coreml2hwx.target import lut
 from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch
 from coreml2hwx.target.h13.context import where
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_row, pe_task
 from coreml2hwx.target.h13.layout import l2_channel_stride
 from coreml2hwx.target.h13.operand import active_engines
 from coreml2hwx.target.h13.softmax import _declare_scratch_read, _declare_scratch_write
@@ -214,12 +214,7 @@ def _ne(op, x, cin, cout, win):
 
 def _pe(op, x, task_type):
     _, c, h, w = x.shape
-    spec = TaskSpec(op.name, "pe")
-    S.dims(spec, c, h, w, c, h, w)
-    S.conv_cfg(spec)
-    S.group_cfg(spec)
-    pe_common(spec, task_type=task_type, width=w, tile_height=h)
-    return spec
+    return pe_task(op.name, c=c, h=h, w=w, tile=h, task_type=task_type)
 
 
 def _log2(value: int) -> int:

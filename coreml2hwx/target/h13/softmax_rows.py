@@ -28,7 +28,7 @@ from coreml2hwx.target import lut
 from coreml2hwx.target.h13 import cost, l2, spec as S
 from coreml2hwx.target.h13.activation import lut_fetch, ne_row
 from coreml2hwx.target.h13.context import where
-from coreml2hwx.target.h13.elementwise import pe_arith, pe_common, pe_row
+from coreml2hwx.target.h13.elementwise import pe_arith, pe_row, pe_task
 from coreml2hwx.target.h13.layout import ceil_div, l2_channel_stride
 from coreml2hwx.target.h13.operand import stage_runtime
 from coreml2hwx.target.h13.spec import TaskSpec
@@ -89,12 +89,7 @@ def _copy(ctx, op, x, at) -> TaskSpec:
 
 
 def row_pe(op, c, h, w, *, tile, task_type) -> TaskSpec:
-    spec = TaskSpec(op.name, "pe")
-    S.dims(spec, c, tile, w, c, tile, w)
-    S.conv_cfg(spec)
-    S.group_cfg(spec, groups=h // tile)
-    pe_common(spec, task_type=task_type, width=w, tile_height=tile)
-    return spec
+    return pe_task(op.name, c=c, h=tile, w=w, tile=tile, task_type=task_type, groups=h // tile)
 
 
 def result_region(spec, base, ch, row, depth, group=0, cfg=MIDDLE_RESULT):
