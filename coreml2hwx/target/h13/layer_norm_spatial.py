@@ -308,8 +308,7 @@ def _pixel_statistics(op, x, at: PixelLayout, pixel_row: int, source: int, eps=N
     rows as groups; one value per pixel, written along W into the stats rows."""
     _, c, h, w = x.shape
     lines = c // pixel_row
-    spec = pe_task(op.name, c=w, h=lines, w=pixel_row, tile=lines, task_type="reduce")
-    S.group_cfg(spec, groups=h)
+    spec = pe_task(op.name, c=w, h=lines, w=pixel_row, tile=lines, task_type="reduce", groups=h)
     spec.set("common.Unk30", Value=FLAT_RESULT)
     fields = {} if eps is None else dict(OpMode=SQUARE, NLMode=RSQRT)
     _statistics_pe(spec, fields, c, eps)

@@ -36,6 +36,14 @@ FLAT_RESULT = 0x400  # Common 0x30 when the reduced result is written along W
 L2_READ = dict(DMAInterleave=1, AliasPlanarRslt=1)  # 0x00400100: a source left in L2
 
 
+def _reduce_arith(spec, op, count: int) -> None:
+    """The PE words of a reduction over `count` values; max reductions pad with PaddingMode 1."""
+    fields, final = _pe_op(op, count)
+    pe_arith(spec, fields, final=final)
+    if op.type == "reduce_max":
+        spec.set("l2.L2Cfg", PaddingMode=1)
+
+
 def _pe_op(op, count: int) -> tuple[dict, float]:
     if op.type == "reduce_max":
         return dict(PoolMode=2), 1.0
@@ -104,10 +112,7 @@ def _ne_dram_to_dram(spec, x, y):
 def spatial(ctx, op, x, y, *, flat: bool) -> TaskSpec:
     _, c, h, w = x.shape
     spec = pe_task(op.name, c=c, h=h, w=w, tile=h, task_type="reduce")
-    fields, final = _pe_op(op, h * w)
-    pe_arith(spec, fields, final=final)
-    if op.type == "reduce_max":
-        spec.set("l2.L2Cfg", PaddingMode=1)
+    _reduce_arith(spec, op, h * w)
     S.dram_source(spec, x)
     row = l2.source(spec, base=0, channels=c, width=w, row=pe_row(c, w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
@@ -130,12 +135,8 @@ def rows(ctx, op, x, y) -> TaskSpec:
     (DMA views: group stride = one row, row stride = the whole tensor; upstream
     `reduce_probe_sum_ax3_1x64x8x8`)."""
     _, c, h, w = x.shape
-    spec = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="reduce")
-    S.group_cfg(spec, groups=h)
-    fields, final = _pe_op(op, w)
-    pe_arith(spec, fields, final=final)
-    if op.type == "reduce_max":
-        spec.set("l2.L2Cfg", PaddingMode=1)
+    spec = pe_task(op.name, c=c, h=1, w=w, tile=1, task_type="reduce", groups=h)
+    _reduce_arith(spec, op, w)
     S.dram_source(spec, x, row=x.batch, group=x.row)
     row = l2.source(spec, base=0, channels=c, width=w, row=pe_row(c, w))
     spec.set("l2.SourceCfg", **l2.SOURCE_STREAM)
@@ -150,10 +151,7 @@ def whole(ctx, op, x, y) -> TaskSpec:
     spec = pe_task(op.name, c=1, h=c, w=w, tile=c, task_type="reduce")
     S.dims(spec, 1, c, w, 1, c, w, depth=h)
     spec.set("common.Unk2C", Log2TileHeight=min(5, c.bit_length() - 1))
-    fields, final = _pe_op(op, c * h * w)
-    pe_arith(spec, fields, final=final)
-    if op.type == "reduce_max":
-        spec.set("l2.L2Cfg", PaddingMode=1)
+    _reduce_arith(spec, op, c * h * w)
     if h == w == 1:
         # the C rows are x's own channels: x's own strides (reduce_probe_sum_ax1_1x512x1x1_flat)
         S.dram_source(spec, x)
@@ -319,12 +317,8 @@ def over_rows(ctx, op, x, y) -> list:
     transpose.set("l2.ConvResultRowStride", Stride=row // 16)
     transpose.set("l2.ResultDepthStride", Value=w * pixel)
 
-    total = pe_task(op.name, c=c, h=1, w=h, tile=1, task_type="reduce")
-    S.group_cfg(total, groups=w)
-    fields, final = _pe_op(op, h)
-    pe_arith(total, fields, final=final)
-    if op.type == "reduce_max":
-        total.set("l2.L2Cfg", PaddingMode=1)
+    total = pe_task(op.name, c=c, h=1, w=h, tile=1, task_type="reduce", groups=w)
+    _reduce_arith(total, op, h)
     l2.source(total, base=0, channels=c, width=h, channel_stride=row, row=w * pixel)
     total.set("l2.Src1DepthStride", Value=w * pixel)
     total.set("l2.Src1GroupStride", Value=pixel)
