@@ -96,7 +96,6 @@ PE_DEFAULTS = {"pe.BiasScale": 0x3C000000, "pe.PreScale": 0x3C000000,
                "pe.FinalScale": 0x3F800000, "ne.KernelCfg": 0x80}
 NE_DEFAULTS = {"pe.BiasScale": 0, "pe.PreScale": 0, "pe.FinalScale": 0, "ne.KernelCfg": 0x82}
 PE_REDUCTIONS = (5, 6)  # PE Cfg.Bits6_4 of the reductions (`sim.pe`)
-NE_OCG_SIZE = 3  # Common 0x1C left out of an NE task (`TaskTranslation.common`)
 
 
 def address13(path: str) -> int:
@@ -218,11 +217,10 @@ class TaskTranslation:
         # (8-lane weight planes), and the NE tasks that write it write 0, 2 and 4 (census §4.1).
         ocg = self.word14("common.OCGCfg")
         if ocg is None:
-            ocg = NE_OCG_SIZE if self.ne else 0
+            ocg = map14.NE_OCG_SIZE_RESET if self.ne else 0
         self.only_bits("common.OCGCfg", ocg, 0x7, "OCGSize alone")
         conv = {"OCGSize": ocg}
-        one = dict(Kw=1, Kh=1, Sx=1, Sy=1, Px=0, Py=0, Ox=1, Oy=1)
-        for name, default in one.items():
+        for name, default in map14.CONV_CFG_RESET.items():
             conv[name] = self.field14(f"common.ConvCfg.{name}", default)
         word = self.word14("common.ConvCfg")
         if word is not None and word != R14.block("common").register("ConvCfg").encode(

@@ -318,7 +318,7 @@ def common(t: Task13, out: Writes) -> None:
     _put(out, c + 0x18, t.word("common.OutDepth"), default=RESET["common.OutDepth"])
     # ChCfg and ConvCfg3d are never written (census §4.1).
     if t.ne:  # PE tasks leave the output-channel group out (census §4.1, 23/23 NE tasks)
-        _put(out, c + 0x1C, ocg_size(t), default=OCG_DEFAULT)
+        _put(out, c + 0x1C, ocg_size(t), default=map14.NE_OCG_SIZE_RESET)
     _put(out, c + 0x20, conv_cfg(t), default=conv_cfg_default())
     _put(out, c + 0x28, group_cfg(t), default=RESET["common.GroupConvCfg"])
     _put(out, c + 0x2C, t.word("common.TileCfg"))
@@ -333,11 +333,6 @@ CFG13 = H13.field("common.Cfg.ActiveNE")[0]
 GROUP13 = H13.field("common.GroupConvCfg.UnicastCin")[0]
 ALL_NE = 4  # ActiveNE field value of a task spread over all 16 neural engines
 ENGINES = 16
-# OCGSize 3 is never written on an NE task: upstream env_conv_k3_c128_n128_s16_st2_g1_bias1,
-# conv_probe_k1_c512_n512_s16_st2_g4_bias0_same and conv_known_k1_c64_n128_s16_st1_g1_bias0_same
-# (H13 OCGSize 3) leave 0x1C out, and upstream's census of 265 H14 tasks sees 0, 2, 4 and 5 only
-# (`sim.h14` reads it back as 3).
-OCG_DEFAULT = 3
 # A task H13 spreads over 8 NEs gives each of H14's 16 at most 8 channels (UnicastCin).
 EIGHT_NE = 3  # ActiveNE field value of a task on 8 neural engines
 MAX_UNICAST = 8
@@ -594,8 +589,7 @@ def conv_cfg(t: Task13) -> int:
 
 def conv_cfg_default() -> int:
     """A 1x1 stride-1 unpadded kernel, Ox = Oy = 1: what H14 leaves out."""
-    conv = {f"common.ConvCfg.{k}": v for k, v in map14.CONV_CFG_RESET.items()}
-    return map14.REGISTERS.encode(conv)[0x20]
+    return map14.reset_words()[map14.BLOCK_BASES["common"] + 0x20]
 
 
 def l2(t: Task13, out: Writes) -> None:

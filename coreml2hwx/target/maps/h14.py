@@ -11,6 +11,8 @@ the same case) and ane-facts §3.1.  Addresses are bytes: a record's 15-bit word
   (strides, Fmt, coefficient bases and sizes) it is that H13 register moved, else raw.
 """
 
+from functools import lru_cache
+
 from coreml2hwx.target.maps import h13
 from coreml2hwx.target.regmap import (Block, Evidence, Extension, HeaderMap, RegisterMap,
                                       header_word, raw, reg)
@@ -163,11 +165,17 @@ RESET = {
 # ConvCfg, re-packed on H14 (6-bit Kw/Kh at 0x20), is left out for a 1x1 stride-1 unpadded kernel
 # (census §4.1: the 19 tasks leaving it out have ConvCfg 0x5000A041 on their H13 twin).
 CONV_CFG_RESET = {"Kw": 1, "Kh": 1, "Sx": 1, "Sy": 1, "Px": 0, "Py": 0, "Ox": 1, "Oy": 1}
+# OCGSize (0x1C) left out of an NE task is 3: upstream env_conv_k3_c128_n128_s16_st2_g1_bias1,
+# conv_probe_k1_c512_n512_s16_st2_g4_bias0_same and conv_known_k1_c64_n128_s16_st1_g1_bias0_same
+# (H13 OCGSize 3) leave it out, and the NE tasks that write it write 0, 2, 4 and 5 only.  PE
+# tasks never write it (0 on every H13 twin).
+NE_OCG_SIZE_RESET = 3
 
 
+@lru_cache(maxsize=1)
 def reset_words() -> dict[int, int]:
     """Address -> word of every register an H14 task holds at its reset value when it leaves it
-    out (RESET, and ConvCfg)."""
+    out (RESET, and ConvCfg); one shared dict - copy it before changing it."""
     out = {}
     for path, value in RESET.items():
         block_name, name = path.split(".")
